@@ -1,0 +1,1 @@
+"""llmqueue: a durable, prioritized, rate-limited queue in front of LLM endpoints."""

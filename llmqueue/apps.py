@@ -1,0 +1,10 @@
+from django.apps import AppConfig
+
+
+class LlmqueueConfig(AppConfig):
+    name = "llmqueue"
+    verbose_name = "llmqueue"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from llmqueue import checks, signals  # noqa: F401  (registers checks and receivers)

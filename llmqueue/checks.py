@@ -1,0 +1,58 @@
+"""System checks for llmqueue settings: a wrong value is named, with a hint, at startup."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.checks import Error, Tags, register
+
+from llmqueue.conf import conf
+
+
+@register(Tags.compatibility)
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    errors: list[Error] = []
+
+    def need(ok: bool, code: str, msg: str, hint: str) -> None:
+        if not ok:
+            errors.append(Error(msg, hint=hint, id=f"llmqueue.{code}"))
+
+    try:
+        values = {name: getattr(conf, name) for name in conf.names()}
+    except (TypeError, ValueError) as exc:
+        return [Error(f"an LLMQUEUE_* setting cannot be parsed: {exc}", id="llmqueue.E000")]
+    need(values["MAX_ATTEMPTS"] >= 1, "E001", "LLMQUEUE MAX_ATTEMPTS must be at least 1.", "Use 5.")
+    need(
+        1 <= values["MAX_ATTEMPTS"] <= values["MAX_ATTEMPTS_LIMIT"],
+        "E002",
+        "LLMQUEUE MAX_ATTEMPTS must not exceed MAX_ATTEMPTS_LIMIT.",
+        "Raise MAX_ATTEMPTS_LIMIT or lower MAX_ATTEMPTS.",
+    )
+    need(
+        0 < values["BACKOFF_BASE_S"] <= values["BACKOFF_CAP_S"],
+        "E003",
+        "LLMQUEUE BACKOFF_BASE_S must be positive and at most BACKOFF_CAP_S.",
+        "For example BACKOFF_BASE_S=1, BACKOFF_CAP_S=300.",
+    )
+    need(values["DRAIN_CONCURRENCY"] >= 1, "E004", "LLMQUEUE DRAIN_CONCURRENCY must be >= 1.", "Use 64.")
+    need(values["DRAINS_PER_HOST"] >= 1, "E005", "LLMQUEUE DRAINS_PER_HOST must be >= 1.", "Use 2.")
+    need(
+        values["HEARTBEAT_S"] * 3 <= values["LEASE_S"],
+        "E006",
+        "LLMQUEUE HEARTBEAT_S must be at most a third of LEASE_S.",
+        "A drain renews its leases every HEARTBEAT_S; a lease must survive a missed renewal.",
+    )
+    need(
+        values["HEARTBEAT_S"] * 2 <= values["SLOT_STALE_S"],
+        "E007",
+        "LLMQUEUE HEARTBEAT_S must be at most half of SLOT_STALE_S.",
+        "Otherwise a live drain's slot looks abandoned between two heartbeats.",
+    )
+    need(values["MAX_PAYLOAD_BYTES"] >= 1024, "E008", "LLMQUEUE MAX_PAYLOAD_BYTES is too small.", "Use 1048576.")
+    need(
+        1 <= values["MAX_BULK_JOBS"] <= 10000,
+        "E009",
+        "LLMQUEUE MAX_BULK_JOBS must be between 1 and 10000.",
+        "Use 1000.",
+    )
+    return errors

@@ -1,0 +1,201 @@
+"""The tables. The Job table is the queue and the source of truth; django-q2 only runs drains.
+
+Job.status is written by ``llmqueue.jobs`` and nothing else.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class Kind(models.TextChoices):
+    #: POST {base_url}/chat/completions
+    CHAT = "chat", "chat"
+    #: POST {base_url}/completions
+    COMPLETION = "completion", "completion"
+    #: POST {base_url}/embeddings
+    EMBEDDING = "embedding", "embedding"
+
+
+class Status(models.TextChoices):
+    #: waiting to be claimed once ``available_at`` has passed
+    QUEUED = "queued", "queued"
+    #: claimed by a drain under a lease; back to queued if the lease expires
+    RUNNING = "running", "running"
+    #: the upstream answered; ``result`` holds its JSON body
+    SUCCEEDED = "succeeded", "succeeded"
+    #: a dead letter: attempts exhausted or the request was refused; ``error`` says why
+    DEAD = "dead", "dead"
+    #: withdrawn by its owner before it ran
+    CANCELLED = "cancelled", "cancelled"
+
+
+TERMINAL = (Status.SUCCEEDED, Status.DEAD, Status.CANCELLED)
+
+
+class Endpoint(models.Model):
+    """An OpenAI-compatible upstream (vLLM, TGI, llama.cpp, Ollama, LiteLLM, OpenAI...)."""
+
+    name = models.SlugField(max_length=100, unique=True)
+    base_url = models.URLField(max_length=500, help_text="e.g. http://host:8000/v1")
+    api_key = models.CharField(max_length=500, blank=True, default="")
+    served_models = models.JSONField(
+        default=list, verbose_name="models", help_text="model names this endpoint serves"
+    )
+    weight = models.PositiveIntegerField(default=1)
+    max_concurrency = models.PositiveIntegerField(default=64)
+    rpm_limit = models.PositiveIntegerField(null=True, blank=True)
+    tpm_limit = models.PositiveIntegerField(null=True, blank=True)
+    timeout_s = models.FloatField(default=120.0)
+    enabled = models.BooleanField(default=True)
+    healthy = models.BooleanField(default=True)
+    breaker_state = models.CharField(max_length=10, default="closed")
+    latency_ms = models.FloatField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Batch(models.Model):
+    """Jobs submitted together (bulk API or a JSONL upload)."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    name = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name_plural = "batches"
+
+    def __str__(self) -> str:
+        return self.name or f"batch {self.pk}"
+
+
+class Job(models.Model):
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
+    batch = models.ForeignKey(Batch, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
+    kind = models.CharField(max_length=12, choices=Kind.choices, default=Kind.CHAT)
+    #: payload["model"], kept in a column so that the claim query can route by it
+    model = models.CharField(max_length=200)
+    payload = models.JSONField()
+    priority = models.PositiveSmallIntegerField(default=5)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    attempts = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=5)
+    #: not claimable before this (retry backoff)
+    available_at = models.DateTimeField(default=timezone.now)
+    #: while running: the claim's fencing token and when the claim lapses
+    lease_token = models.CharField(max_length=32, null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    endpoint = models.ForeignKey(Endpoint, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+    cache = models.BooleanField(default=True)
+    cache_hit = models.BooleanField(default=False)
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="job_owner_idempotency_key",
+            ),
+            models.CheckConstraint(condition=Q(priority__lte=9), name="job_priority_0_9"),
+        ]
+        indexes = [
+            # The claim query: queued jobs of a model, highest priority first, then oldest.
+            # Partial, so it holds only the queue, not the history.
+            models.Index(
+                fields=["model", "-priority", "available_at", "id"],
+                condition=Q(status="queued"),
+                name="job_claim",
+            ),
+            # In-flight per endpoint and expired leases: only running jobs.
+            models.Index(
+                fields=["endpoint", "lease_expires_at"],
+                condition=Q(status="running"),
+                name="job_running",
+            ),
+            models.Index(fields=["available_at"], condition=Q(status="queued"), name="job_next_due"),
+            models.Index(fields=["owner", "-id"], name="job_owner_recent"),
+            models.Index(fields=["owner", "status", "-id"], name="job_owner_status"),
+            models.Index(fields=["status"], name="job_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"job {self.pk} ({self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+class DeadLetter(Job):
+    """Dead jobs, as their own admin section."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "dead letter"
+
+
+class Outcome(models.TextChoices):
+    SUCCESS = "success", "success"
+    #: retryable failure (connect error, timeout, 5xx, 429)
+    RETRY = "retry", "retry"
+    #: the request's fault (4xx other than 429): not retried
+    REJECTED = "rejected", "rejected"
+    #: the worker died or lost its lease mid-call
+    LOST = "lost", "lost"
+
+
+class JobAttempt(models.Model):
+    """One upstream call for a job."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="attempt_log")
+    number = models.PositiveIntegerField()
+    endpoint = models.ForeignKey(Endpoint, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    endpoint_name = models.CharField(max_length=100, blank=True, default="")
+    started_at = models.DateTimeField()
+    duration_ms = models.FloatField(null=True, blank=True)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    outcome = models.CharField(max_length=10, choices=Outcome.choices)
+    error = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["job", "number"]
+        indexes = [models.Index(fields=["job", "number"], name="attempt_job_number")]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of job {self.job_id}"
+
+
+class DrainSlot(models.Model):
+    """One of a host's drain slots; a drain holds one while it runs and beats its heartbeat.
+
+    A slot whose heartbeat went stale (its process died) is free for the next drain.
+    """
+
+    host = models.CharField(max_length=255)
+    number = models.PositiveSmallIntegerField()
+    owner = models.CharField(max_length=32, null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["host", "number"], name="drainslot_host_number")]
+
+    def __str__(self) -> str:
+        return f"{self.host}#{self.number}"

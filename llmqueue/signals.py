@@ -1,0 +1,31 @@
+"""Receivers: the housekeeping schedule exists after migrate; a starting worker wakes a drain."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models.signals import post_migrate
+from django.dispatch import receiver
+from django_q.signals import post_spawn
+
+HOUSEKEEPING_TASK = "llmqueue.drain.housekeeping"
+
+
+@receiver(post_migrate)
+def ensure_schedules(sender: Any, app_config: Any = None, **kwargs: Any) -> None:
+    if getattr(app_config, "name", None) != "llmqueue":
+        return
+    from django_q.models import Schedule
+
+    Schedule.objects.get_or_create(
+        name="llmqueue housekeeping",
+        defaults={"func": HOUSEKEEPING_TASK, "schedule_type": Schedule.MINUTES, "minutes": 1},
+    )
+
+
+@receiver(post_spawn)
+def wake_on_worker_start(sender: Any, proc_name: str = "", **kwargs: Any) -> None:
+    # After a crash or a restart nobody else would start draining until the next schedule.
+    from llmqueue.drain import drain_wake
+
+    drain_wake()

@@ -1,0 +1,14 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from llmqueue.web import probes
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("api/", include("llmqueue.api.urls")),
+    path("healthz", probes.healthz, name="healthz"),
+    path("readyz", probes.readyz, name="readyz"),
+    path("", include("django_prometheus.urls")),
+    path("", include("llmqueue.web.urls")),
+]
