@@ -22,6 +22,9 @@ class EndpointForm(forms.ModelForm):
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
         help_text="Sent as 'Authorization: Bearer'. Never shown again: leave blank to keep the current key.",
     )
+    base_url = forms.URLField(
+        max_length=500, assume_scheme="http", help_text="e.g. http://host:8000/v1"
+    )
     clear_api_key = forms.BooleanField(required=False, help_text="remove the stored key")
     served_models = forms.CharField(
         label="Models",

@@ -291,18 +291,18 @@ def jobs_claim(*, limit: int, lease_s: float | None = None) -> list[Claim]:
     candidates.sort()
     chosen: dict[int, list[int]] = defaultdict(list)
     targets: dict[int, Target] = {}
-    taken = 0
+    order: list[int] = []
     for _, _, pk, model in candidates:
-        if taken == limit:
+        if len(order) == limit:
             break
         slot = endpoint_pick(model, [s for s in pools[model] if s.room > 0])
         if slot is None:
             continue
         slot.room -= 1
-        taken += 1
+        order.append(pk)
         chosen[slot.id].append(pk)
         targets[slot.id] = slot.target
-    if not taken:
+    if not order:
         return []
     token = secrets.token_hex(16)
     expires = now + dt.timedelta(seconds=lease_s)
@@ -318,10 +318,11 @@ def jobs_claim(*, limit: int, lease_s: float | None = None) -> list[Claim]:
     rows = Job.objects.filter(lease_token=token, status=Status.RUNNING).values_list(
         "pk", "kind", "payload", "attempts", "max_attempts", "endpoint_id"
     )
-    return [
-        Claim(pk, token, kind, payload, attempts, max_attempts, targets[endpoint_id])
+    claims = {
+        pk: Claim(pk, token, kind, payload, attempts, max_attempts, targets[endpoint_id])
         for pk, kind, payload, attempts, max_attempts, endpoint_id in rows
-    ]
+    }
+    return [claims[pk] for pk in order if pk in claims]  # in priority order
 
 
 def jobs_renew(*, tokens: Iterable[str], lease_s: float | None = None) -> int:

@@ -140,6 +140,7 @@ Q_CLUSTER = {
     "catch_up": False,
     "poll": 0.2,
     "label": "Django Q2",
+    "log_level": os.environ.get("Q_LOG_LEVEL", "WARNING"),
 }
 if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL

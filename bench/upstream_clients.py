@@ -1,0 +1,177 @@
+"""The ceiling of HTTP clients against the stand-in endpoint: calls/s and client CPU per call.
+
+    .venv/bin/python bench/upstream_clients.py [--inflight 32,64,128] [--calls 2000]
+                                               [--latency-ms 100]
+
+Starts ``python -m llmqueue.standin`` on a free port (its own process, so that its CPU is not
+the client's), then, for each in-flight level N, runs ``--calls`` POST /v1/chat/completions
+with exactly N calls in flight (N worker coroutines sharing one counter) through:
+
+    httpx default   one httpx.AsyncClient with httpx's own transport (limits = N)
+    httpx+aiohttp   one httpx.AsyncClient over httpx_aiohttp.AiohttpTransport (limits = N),
+                    the way llmqueue.upstream calls endpoints
+
+and prints calls/s, the ideal N / latency, and the client process's CPU per call
+(``time.process_time`` delta / calls). ``ceiling()`` runs the aiohttp variant for other
+benchmarks (bench/throughput.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+from httpx_aiohttp import AiohttpTransport
+
+ROOT = Path(__file__).resolve().parent.parent
+
+ClientFactory = Callable[[int], httpx.AsyncClient]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listened on a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def standin(*, latency_ms: float, ready_s: float = 15.0) -> Iterator[str]:
+    """Run the stand-in endpoint in a subprocess; yields its base URL (``http://.../v1``)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llmqueue.standin",
+            "--port",
+            str(port),
+            "--latency-ms",
+            f"{latency_ms:g}",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+    )
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + ready_s
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the stand-in exited with code {proc.returncode}")
+            try:
+                with urllib.request.urlopen(f"{base_url}/models", timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"the stand-in did not answer within {ready_s:g} s"
+                    ) from None
+                time.sleep(0.05)
+        yield base_url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def chat_payload(i: int) -> dict[str, Any]:
+    """A small chat request, distinct per call (so that no cache could answer it)."""
+    return {"model": "echo", "messages": [{"role": "user", "content": f"hello {i}"}]}
+
+
+def _limits(inflight: int) -> httpx.Limits:
+    return httpx.Limits(max_connections=inflight, max_keepalive_connections=inflight)
+
+
+def httpx_default(inflight: int) -> httpx.AsyncClient:
+    return httpx.AsyncClient(limits=_limits(inflight), timeout=60.0)
+
+
+def httpx_aiohttp(inflight: int) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=AiohttpTransport(limits=_limits(inflight)), timeout=60.0)
+
+
+CLIENTS: dict[str, ClientFactory] = {"httpx default": httpx_default, "httpx+aiohttp": httpx_aiohttp}
+
+
+async def _calls(client: httpx.AsyncClient, url: str, *, calls: int, inflight: int) -> None:
+    numbers = iter(range(calls))  # shared: each worker takes the next number until none is left
+
+    async def worker() -> None:
+        for i in numbers:
+            response = await client.post(url, json=chat_payload(i))
+            response.raise_for_status()
+            response.json()
+
+    await asyncio.gather(*(worker() for _ in range(inflight)))
+
+
+async def _measure(
+    factory: ClientFactory, base_url: str, *, calls: int, inflight: int
+) -> dict[str, Any]:
+    url = f"{base_url}/chat/completions"
+    async with factory(inflight) as client:
+        # One untimed round opens the connections: the ceiling is the steady state.
+        await _calls(client, url, calls=inflight, inflight=inflight)
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        await _calls(client, url, calls=calls, inflight=inflight)
+        seconds = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0
+    return {
+        "inflight": inflight,
+        "calls": calls,
+        "seconds": seconds,
+        "calls_per_s": calls / seconds,
+        "cpu_ms_per_call": cpu * 1000 / calls,
+    }
+
+
+def measure(client: str, base_url: str, *, calls: int, inflight: int) -> dict[str, Any]:
+    """Run ``calls`` calls with ``inflight`` in flight through the client named ``client``."""
+    result = asyncio.run(_measure(CLIENTS[client], base_url, calls=calls, inflight=inflight))
+    return {"client": client, **result}
+
+
+def ceiling(base_url: str, *, calls: int, inflight: int) -> dict[str, Any]:
+    """The best calls/s llmqueue's client (httpx over aiohttp) reaches against ``base_url``."""
+    return measure("httpx+aiohttp", base_url, calls=calls, inflight=inflight)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--inflight", default="32,64,128", help="comma separated levels")
+    parser.add_argument("--calls", type=int, default=2000, help="timed calls per client and level")
+    parser.add_argument("--latency-ms", type=float, default=100.0, help="stand-in latency")
+    args = parser.parse_args()
+    levels = [int(n) for n in args.inflight.split(",")]
+    print(
+        f"{'client':<15} {'in-flight':>9} {'calls':>6} {'seconds':>8} {'calls/s':>8} "
+        f"{'ideal/s':>8} {'CPU ms/call':>11}"
+    )
+    with standin(latency_ms=args.latency_ms) as base_url:
+        for inflight, client in itertools.product(levels, CLIENTS):
+            r = measure(client, base_url, calls=args.calls, inflight=inflight)
+            ideal = inflight * 1000 / args.latency_ms if args.latency_ms else float("inf")
+            print(
+                f"{client:<15} {inflight:>9} {r['calls']:>6} {r['seconds']:>8.2f} "
+                f"{r['calls_per_s']:>8.0f} {ideal:>8.0f} {r['cpu_ms_per_call']:>11.2f}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()

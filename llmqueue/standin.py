@@ -1,0 +1,116 @@
+"""A stand-in LLM endpoint: a real OpenAI-compatible HTTP server for tests and benchmarks.
+
+It answers like ``llmqueue.echo``, after a configurable latency, and can be told to fail:
+
+    python -m llmqueue.standin --port 9001 --latency-ms 100
+
+    POST /v1/chat/completions | /v1/completions | /v1/embeddings   echo answer
+    GET  /v1/models                                                 the models it serves
+    POST /control   {"latency_ms": 100, "status": 503, "retry_after": "2", "fail_next": 3}
+    GET  /log       every call so far: [[time, path, status, model], ...]
+    POST /reset     clears the log and every failure setting
+
+``status`` makes every call answer that status (with an OpenAI-shaped error body);
+``fail_next`` fails only the next N calls. Runs in its own process, so that its CPU is not the
+worker's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from typing import Any
+
+from aiohttp import web
+
+from llmqueue.echo import ECHO_MODEL, echo_answer, models_answer
+
+ROUTES = {"/v1/chat/completions": "chat", "/v1/completions": "completion", "/v1/embeddings": "embedding"}
+
+
+class StandIn:
+    def __init__(self, *, latency_ms: float = 0.0, models: list[str] | None = None) -> None:
+        self.models = models or [ECHO_MODEL]
+        self.settings: dict[str, Any] = {"latency_ms": latency_ms}
+        self.base_latency = latency_ms
+        self.log: list[list[Any]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    def _failure(self) -> tuple[int, dict[str, str]] | None:
+        s = self.settings
+        headers = {"Retry-After": str(s["retry_after"])} if s.get("retry_after") is not None else {}
+        if s.get("fail_next"):
+            s["fail_next"] -= 1
+            return int(s.get("fail_status", 503)), headers
+        if s.get("status"):
+            return int(s["status"]), headers
+        return None
+
+    async def call(self, request: web.Request) -> web.Response:
+        kind = ROUTES[request.path]
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            body = await request.json()
+            delay = float(self.settings.get("latency_ms", 0)) / 1000
+            if delay:
+                await asyncio.sleep(delay)
+            failure = self._failure()
+            if failure is not None:
+                status, headers = failure
+                self.log.append([time.time(), request.path, status, body.get("model")])
+                message = self.settings.get("message") or f"stand-in says {status}"
+                return web.json_response({"error": {"message": message, "code": status}}, status=status, headers=headers)
+            self.log.append([time.time(), request.path, 200, body.get("model")])
+            return web.json_response(echo_answer(kind, body))
+        finally:
+            self.in_flight -= 1
+
+    async def list_models(self, request: web.Request) -> web.Response:
+        if self.settings.get("status"):
+            return web.json_response({"error": {"message": "down"}}, status=int(self.settings["status"]))
+        return web.json_response(models_answer(self.models))
+
+    async def control(self, request: web.Request) -> web.Response:
+        self.settings.update(await request.json())
+        return web.json_response(self.settings)
+
+    async def reset(self, request: web.Request) -> web.Response:
+        self.settings = {"latency_ms": self.base_latency}
+        self.log.clear()
+        self.max_in_flight = 0
+        return web.json_response({"ok": True})
+
+    async def get_log(self, request: web.Request) -> web.Response:
+        return web.Response(
+            text=json.dumps({"calls": self.log, "max_in_flight": self.max_in_flight}),
+            content_type="application/json",
+        )
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        for path in ROUTES:
+            app.router.add_post(path, self.call)
+        app.router.add_get("/v1/models", self.list_models)
+        app.router.add_post("/control", self.control)
+        app.router.add_post("/reset", self.reset)
+        app.router.add_get("/log", self.get_log)
+        return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9001)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--models", default=ECHO_MODEL, help="comma separated")
+    args = parser.parse_args()
+    standin = StandIn(latency_ms=args.latency_ms, models=args.models.split(","))
+    web.run_app(standin.app(), host=args.host, port=args.port, print=None, access_log=None, backlog=1024)
+
+
+if __name__ == "__main__":
+    main()

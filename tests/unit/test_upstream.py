@@ -1,0 +1,92 @@
+"""The classification of upstream answers, on real httpx responses (MockTransport, no network)."""
+
+import asyncio
+import datetime as dt
+import email.utils
+import time
+
+import httpx
+import pytest
+
+from llmqueue.jobs import Claim, Target
+from llmqueue.models import Outcome
+from llmqueue.upstream import Upstream, parse_retry_after
+
+TARGET = Target(id=1, name="ep", base_url="http://upstream.test/v1", api_key="sk-secret", timeout_s=5)
+
+
+def claim(kind: str = "chat") -> Claim:
+    return Claim(job_id=1, token="t", kind=kind, payload={"model": "m"}, attempt=1, max_attempts=5, target=TARGET)
+
+
+def run(handler, kind: str = "chat"):
+    seen = []
+
+    def wrapped(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return handler(request)
+
+    async def go():
+        up = Upstream(max_connections=4)
+        up._clients[(TARGET.id, TARGET.base_url, TARGET.api_key)] = httpx.AsyncClient(
+            base_url=TARGET.base_url, transport=httpx.MockTransport(wrapped),
+            headers={"Authorization": f"Bearer {TARGET.api_key}"},
+        )
+        try:
+            return await up.call(claim(kind))
+        finally:
+            await up.aclose()
+
+    return asyncio.run(go()), seen
+
+
+@pytest.mark.parametrize(("kind", "path"), [("chat", "/v1/chat/completions"), ("completion", "/v1/completions"), ("embedding", "/v1/embeddings")])
+def test_routes_by_kind_and_sends_the_key(kind, path):
+    result, seen = run(lambda r: httpx.Response(200, json={"ok": 1}), kind)
+    assert result.outcome == Outcome.SUCCESS and result.body == {"ok": 1}
+    assert seen[0].url.path == path
+    assert seen[0].headers["authorization"] == "Bearer sk-secret"
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome"),
+    [(500, Outcome.RETRY), (502, Outcome.RETRY), (503, Outcome.RETRY), (429, Outcome.RETRY),
+     (400, Outcome.REJECTED), (401, Outcome.REJECTED), (404, Outcome.REJECTED), (422, Outcome.REJECTED)],
+)
+def test_status_classes(status, outcome):
+    result, _ = run(lambda r: httpx.Response(status, json={"error": {"message": f"nope {status}"}}))
+    assert result.outcome == outcome
+    assert result.http_status == status
+    assert result.error == f"HTTP {status}: nope {status}"
+
+
+def test_429_carries_retry_after():
+    result, _ = run(lambda r: httpx.Response(429, headers={"Retry-After": "7"}, json={}))
+    assert result.outcome == Outcome.RETRY and result.retry_after == 7
+
+
+def test_connect_error_and_timeout_are_retryable():
+    def refuse(r):
+        raise httpx.ConnectError("refused")
+
+    def slow(r):
+        raise httpx.ReadTimeout("slow")
+
+    assert run(refuse)[0].outcome == Outcome.RETRY
+    result = run(slow)[0]
+    assert result.outcome == Outcome.RETRY and result.error.startswith("timeout")
+
+
+def test_non_json_success_is_retryable():
+    result, _ = run(lambda r: httpx.Response(200, text="<html>proxy error</html>"))
+    assert result.outcome == Outcome.RETRY and "not JSON" in result.error
+
+
+def test_parse_retry_after():
+    now = time.time()
+    when = email.utils.format_datetime(dt.datetime.fromtimestamp(now + 30, dt.UTC), usegmt=True)
+    assert parse_retry_after("5") == 5
+    assert parse_retry_after("-3") == 0
+    assert parse_retry_after(when, now=now) == pytest.approx(30, abs=1)
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after(None) is None
