@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from dataclasses import dataclass
+from typing import Any
 
 
 class Phase(enum.StrEnum):
@@ -116,7 +117,7 @@ def open_wait(reopen_count: int, settings: BreakerSettings) -> float:
     # 2**n overflows a float long after it passes any sane cap: stop doubling there.
     if reopen_count >= 64:
         return settings.open_cap_s
-    return min(settings.open_cap_s, settings.open_base_s * 2**reopen_count)
+    return min(settings.open_cap_s, settings.open_base_s * 2.0**reopen_count)
 
 
 def breaker_allow(
@@ -143,7 +144,8 @@ def breaker_allow(
         )
     if state.probes_granted < settings.half_open_probes:
         return True, _changed(state, probes_granted=state.probes_granted + 1, probe_granted_at=now)
-    lost = state.probe_granted_at is None or now >= state.probe_granted_at + settings.probe_timeout_s
+    granted_at = state.probe_granted_at
+    lost = granted_at is None or now >= granted_at + settings.probe_timeout_s
     if lost and state.probes_succeeded < state.probes_granted:
         # The outstanding probes never reported: their workers died or lost their lease.
         # Without this the breaker would wait in half open forever for an answer.
@@ -170,8 +172,10 @@ def breaker_record(
     if state.phase is Phase.OPEN:
         return state
     if state.phase is Phase.HALF_OPEN:
-        straggler = started_at is not None and state.open_until is not None and (
-            started_at < state.open_until
+        straggler = (
+            started_at is not None
+            and state.open_until is not None
+            and (started_at < state.open_until)
         )
         return state if straggler else _record_half_open(state, outcome, now, settings)
     if outcome is CallOutcome.NEUTRAL:
@@ -216,7 +220,8 @@ def _record_half_open(
 def _rate_tripped(window: str, settings: BreakerSettings) -> bool:
     if len(window) < settings.window_size:
         return False
-    return window.count(_FAILURE) >= settings.failure_rate * len(window)
+    # A ratio against the setting, not a product: 6 / 20 >= 0.3 holds, 6 >= 0.3 * 20 does not.
+    return window.count(_FAILURE) / len(window) >= settings.failure_rate
 
 
 def _opened(
@@ -231,5 +236,5 @@ def _opened(
     )
 
 
-def _changed(state: BreakerState, **fields: object) -> BreakerState:
-    return dataclasses.replace(state, version=state.version + 1, **fields)  # type: ignore[arg-type]
+def _changed(state: BreakerState, **fields: Any) -> BreakerState:
+    return dataclasses.replace(state, version=state.version + 1, **fields)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.db import connection
 from rest_framework.test import APIClient
 
@@ -163,7 +164,13 @@ class Cluster:
 
     def __init__(self, log_path: Path, **env: str) -> None:
         self.log_path = log_path
-        self.env = {**os.environ, **CLUSTER_ENV, **env, "DATABASE_URL": database_url()}
+        self.env = {
+            **os.environ,
+            **CLUSTER_ENV,
+            **env,
+            "DATABASE_URL": database_url(),
+            "Q_CLUSTER_NAME": settings.Q_CLUSTER["name"],
+        }
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Cluster:
@@ -211,8 +218,3 @@ def cluster(transactional_db: Any, tmp_path: Path) -> Iterator[Callable[..., Clu
     for c in started:
         c.stop()
 
-
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings: Any) -> None:
-    # PBKDF2's 1M rounds are the production choice; in tests they only cost seconds.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

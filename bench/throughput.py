@@ -1,0 +1,412 @@
+"""End-to-end throughput of the queue, against the client ceiling on the same stand-in endpoint.
+
+    .venv/bin/python bench/throughput.py [--jobs 5000] [--inflight 64] [--workers 1]
+        [--latency-ms 100] [--timeout 300] [--idle-samples 10] [--ceiling-calls N]
+        [--database-url postgres://...] [--redis redis://...]
+
+One run, from the repository root's code:
+
+1. a fresh SQLite file in a temp directory (or ``--database-url``, which must name a database
+   used by nothing else: every queued job in it is drained), migrated;
+2. the stand-in endpoint (``llmqueue.standin``) in a subprocess, and an Endpoint row for it;
+3. the ceiling: ``bench/upstream_clients.ceiling`` at the same total in-flight level
+   (``--inflight`` x ``--workers``);
+4. ``manage.py qcluster`` in a subprocess with ``--workers`` drain slots of ``--inflight``
+   calls each; ``--jobs`` chat jobs are submitted through ``POST /api/jobs/bulk/`` (Django's
+   test client, in this process: the real view, serializer and service), 1000 per request;
+   jobs/s = jobs / (last ``finished_at`` - the moment before the first submission);
+5. the worker CPU: utime + stime of the qcluster process and all its descendants
+   (``/proc/<pid>/stat``), from just before submission until all jobs finished;
+6. submit-to-upstream-call latency (first ``JobAttempt.started_at`` - ``Job.created_at``) of
+   single jobs via ``POST /api/jobs/``: "idle" with no drain alive (each waits until the
+   previous one's drain has exited), then "warm" while a drain lingers.
+
+Prints a table and one ``RESULT {json}`` line. Everything started is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import warnings
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.upstream_clients import ceiling, chat_payload, standin  # noqa: E402
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+BULK_CHUNK = 1000
+POLL_S = 0.05
+
+
+# --- worker CPU from /proc ----------------------------------------------------------------------
+
+
+def _proc_stats() -> dict[int, tuple[int, int, float]]:
+    """pid -> (ppid, start time in ticks, CPU seconds) for every process there is."""
+    stats: dict[int, tuple[int, int, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                # The command name may hold spaces and parentheses: split after the last ")".
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # it exited meanwhile
+            continue
+        # fields[0] is stat field 3 (state): ppid is 4, utime 14, stime 15, starttime 22.
+        cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
+        stats[int(entry)] = (int(fields[1]), int(fields[19]), cpu)
+    return stats
+
+
+class CpuTree:
+    """CPU used by a process and all its descendants since ``start()``.
+
+    Call ``sample()`` often enough to see short-lived descendants before they exit: a process
+    counts up to its last sample. Processes are keyed by (pid, start time) against pid reuse.
+    """
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self.first: dict[tuple[int, int], float] = {}
+        self.last: dict[tuple[int, int], float] = {}
+        self.depth: dict[tuple[int, int], int] = {}
+
+    def _walk(self) -> dict[tuple[int, int], float]:
+        stats = _proc_stats()
+        children: dict[int, list[int]] = defaultdict(list)
+        for pid, (ppid, _, _) in stats.items():
+            children[ppid].append(pid)
+        seen: dict[tuple[int, int], float] = {}
+        todo = [(self.root, 0)]
+        while todo:
+            pid, depth = todo.pop()
+            if pid not in stats:
+                continue
+            _, started, cpu = stats[pid]
+            seen[(pid, started)] = cpu
+            self.depth[(pid, started)] = depth
+            todo.extend((child, depth + 1) for child in children[pid])
+        return seen
+
+    def start(self) -> None:
+        self.first = self._walk()
+        self.last = dict(self.first)
+
+    def sample(self) -> None:
+        for key, cpu in self._walk().items():
+            self.first.setdefault(key, 0.0)  # born after start(): all of its CPU counts
+            self.last[key] = cpu
+
+    def seconds(self) -> float:
+        return sum(self.last[k] - self.first[k] for k in self.last)
+
+    def by_process(self) -> list[dict[str, Any]]:
+        """Each process's share, busiest first; depth 0 is qcluster, 1 its sentinel, 2 workers."""
+        rows = [
+            {"pid": k[0], "depth": self.depth[k], "cpu_s": round(self.last[k] - self.first[k], 3)}
+            for k in self.last
+        ]
+        return sorted(rows, key=lambda r: -r["cpu_s"])
+
+    def alive(self) -> list[int]:
+        """Descendants seen so far that still run (same pid, same start time)."""
+        stats = _proc_stats()
+        return [pid for pid, started in self.last if stats.get(pid, (0, -1, 0))[1] == started]
+
+
+# --- setup ----------------------------------------------------------------------------------------
+
+
+def configure(args: argparse.Namespace, tmp: Path) -> None:
+    """Environment for this process and the cluster, then Django, then migrate."""
+    os.environ["DJANGO_SETTINGS_MODULE"] = "project.settings"
+    os.environ["DATABASE_URL"] = args.database_url or f"sqlite:///{tmp / 'bench.sqlite3'}"
+    if args.redis:
+        os.environ["REDIS_URL"] = args.redis
+    else:
+        os.environ.pop("REDIS_URL", None)
+    os.environ["LLMQUEUE_DRAINS_PER_HOST"] = str(args.workers)
+    os.environ["LLMQUEUE_DRAIN_CONCURRENCY"] = str(args.inflight)
+    os.environ["Q_CLUSTER_NAME"] = f"bench-{uuid.uuid4().hex[:8]}"
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    # The settings quiet "django_q", but django-q2 logs as "django-q"; its INFO lines (one per
+    # enqueued drain) would interleave with the table.
+    logging.getLogger("django-q").setLevel(logging.WARNING)
+    # whitenoise warns once per request handler that STATIC_ROOT was never collected.
+    warnings.filterwarnings("ignore", message="No directory at")
+    call_command("migrate", verbosity=0)
+
+
+def make_endpoint_and_user(base_url: str) -> Any:
+    from django.contrib.auth import get_user_model
+
+    from llmqueue.models import Endpoint
+
+    Endpoint.objects.update_or_create(
+        name="standin",
+        defaults={"base_url": base_url, "served_models": ["echo"], "max_concurrency": 10000},
+    )
+    return get_user_model().objects.create_user(username=f"bench-{uuid.uuid4().hex[:8]}")
+
+
+def start_cluster(log_path: Path, *, ready_s: float = 30.0) -> subprocess.Popen[bytes]:
+    """``manage.py qcluster`` with this process's environment; returns once it says "running"."""
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "manage.py", "qcluster"],
+            cwd=ROOT,
+            env={**os.environ, "Q_LOG_LEVEL": "INFO"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + ready_s
+    while b"running" not in log_path.read_bytes():
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"qcluster exited with code {proc.returncode}:\n{tail}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f'qcluster did not log "running" within {ready_s:g} s')
+        time.sleep(0.1)
+    return proc
+
+
+def stop_cluster(proc: subprocess.Popen[bytes], tree: CpuTree | None) -> None:
+    """SIGTERM, SIGKILL after 10 s; then any descendant left behind is killed too."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for pid in tree.alive() if tree else []:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+# --- the runs -------------------------------------------------------------------------------------
+
+
+def _post(client: Any, path: str, body: dict[str, Any]) -> Any:
+    response = client.post(path, body, content_type="application/json")
+    if response.status_code not in (200, 201):
+        raise RuntimeError(f"POST {path}: {response.status_code} {response.content[:500]!r}")
+    return response.json()
+
+
+def submit_bulk(client: Any, jobs: int) -> None:
+    for start in range(0, jobs, BULK_CHUNK):
+        chunk = [{"payload": chat_payload(i)} for i in range(start, min(jobs, start + BULK_CHUNK))]
+        _post(client, "/api/jobs/bulk/", {"jobs": chunk})
+
+
+def wait_all_terminal(
+    user: Any, jobs: int, *, timeout: float, on_poll: Callable[[], None]
+) -> dict[str, int]:
+    """Poll until the user's ``jobs`` jobs are all terminal; returns the count per status."""
+    from django.db.models import Count
+
+    from llmqueue.models import TERMINAL, Job
+
+    deadline = time.monotonic() + timeout
+    while True:
+        on_poll()
+        counts = dict(
+            Job.objects.filter(owner=user).values_list("status").annotate(n=Count("id")).order_by()
+        )
+        if sum(counts.get(s, 0) for s in TERMINAL) >= jobs:
+            return counts
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not all {jobs} jobs finished within {timeout:g} s: {counts}")
+        time.sleep(POLL_S)
+
+
+def drain_alive() -> bool:
+    from llmqueue.models import DrainSlot
+
+    return DrainSlot.objects.filter(owner__isnull=False).exists()
+
+
+def wait_idle(*, timeout: float) -> bool:
+    """Until no drain holds a slot and no drain task waits in the broker, twice in a row."""
+    from django_q.brokers import get_broker
+
+    broker = get_broker()
+    deadline = time.monotonic() + timeout
+    quiet = 0
+    while quiet < 2:
+        if time.monotonic() > deadline:
+            return False
+        quiet = quiet + 1 if not drain_alive() and broker.queue_size() == 0 else 0
+        time.sleep(0.25)
+    return True
+
+
+def submit_to_call_ms(client: Any, n: int, *, timeout: float = 60.0) -> float:
+    """Submit one job, wait for it, and return first attempt start - creation, in ms."""
+    from llmqueue.models import Job, JobAttempt
+
+    job_id = _post(client, "/api/jobs/", {"payload": chat_payload(n)})["id"]
+    deadline = time.monotonic() + timeout
+    while not Job.objects.get(pk=job_id).is_terminal:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"job {job_id} did not finish within {timeout:g} s")
+        time.sleep(0.02)
+    created: datetime = Job.objects.values_list("created_at", flat=True).get(pk=job_id)
+    started: datetime = (
+        JobAttempt.objects.filter(job_id=job_id)
+        .order_by("number")
+        .values_list("started_at", flat=True)
+        .first()
+    )
+    return (started - created).total_seconds() * 1000
+
+
+def latency_samples(client: Any, samples: int, *, first: int) -> dict[str, list[float]]:
+    """Latencies of single jobs: "idle" with no drain alive, "warm" while a drain lingers."""
+    from llmqueue.conf import conf
+
+    idle: list[float] = []
+    warm: list[float] = []
+    for i in range(samples):
+        if not wait_idle(timeout=conf.DRAIN_LINGER_S + 30):
+            print(
+                "warning: the cluster did not go idle; skipping the idle samples", file=sys.stderr
+            )
+            break
+        idle.append(submit_to_call_ms(client, first + i))
+    for i in range(samples):
+        if not drain_alive():  # it lingered out: this sample would be an idle one
+            break
+        warm.append(submit_to_call_ms(client, first + samples + i))
+    return {"idle": idle, "warm": warm}
+
+
+def _stats(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"median": None, "max": None}
+    return {"median": round(statistics.median(values), 1), "max": round(max(values), 1)}
+
+
+def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    configure(args, tmp)
+    from django.db.models import Max
+    from django.test import Client
+    from django.utils import timezone
+
+    from llmqueue.models import Job, Status
+
+    total_inflight = args.inflight * args.workers
+    with standin(latency_ms=args.latency_ms) as base_url:
+        user = make_endpoint_and_user(base_url)
+        roof = ceiling(base_url, calls=args.ceiling_calls or args.jobs, inflight=total_inflight)
+        client = Client(HTTP_HOST="localhost")
+        client.force_login(user)
+        cluster = start_cluster(tmp / "qcluster.log")
+        tree = CpuTree(cluster.pid)
+        try:
+            tree.start()
+            t0 = timezone.now()
+            submit_bulk(client, args.jobs)
+            submitted_s = (timezone.now() - t0).total_seconds()
+            counts = wait_all_terminal(user, args.jobs, timeout=args.timeout, on_poll=tree.sample)
+            tree.sample()
+            t1 = Job.objects.filter(owner=user).aggregate(t=Max("finished_at"))["t"]
+            cpu_s = tree.seconds()
+            latency = latency_samples(client, args.idle_samples, first=args.jobs)
+        finally:
+            stop_cluster(cluster, tree)
+    elapsed = (t1 - t0).total_seconds()
+    jobs_per_s = args.jobs / elapsed
+    return {
+        "jobs": args.jobs,
+        "inflight": args.inflight,
+        "workers": args.workers,
+        "total_inflight": total_inflight,
+        "latency_ms": args.latency_ms,
+        "database": "sqlite" if not args.database_url else args.database_url.split(":", 1)[0],
+        "broker": "redis" if args.redis else "orm",
+        "succeeded": counts.get(Status.SUCCEEDED, 0),
+        "dead": counts.get(Status.DEAD, 0),
+        "submit_s": round(submitted_s, 3),
+        "elapsed_s": round(elapsed, 3),
+        "jobs_per_s": round(jobs_per_s, 1),
+        "ideal_per_s": round(total_inflight * 1000 / args.latency_ms, 1),
+        "ceiling_calls_per_s": round(roof["calls_per_s"], 1),
+        "ceiling_cpu_ms_per_call": round(roof["cpu_ms_per_call"], 3),
+        "ratio": round(jobs_per_s / roof["calls_per_s"], 3),
+        "worker_cpu_ms_per_job": round(cpu_s * 1000 / args.jobs, 3),
+        "worker_cpu_by_process": tree.by_process()[:6],
+        "idle_submit_to_call_ms": _stats(latency["idle"]) | {"n": len(latency["idle"])},
+        "warm_submit_to_call_ms": _stats(latency["warm"]) | {"n": len(latency["warm"])},
+    }
+
+
+def print_summary(r: dict[str, Any]) -> None:
+    idle, warm = r["idle_submit_to_call_ms"], r["warm_submit_to_call_ms"]
+    rows = [
+        ("jobs", f"{r['jobs']} ({r['succeeded']} succeeded, {r['dead']} dead)"),
+        ("in-flight", f"{r['inflight']} per worker, {r['total_inflight']} total"),
+        ("workers", r["workers"]),
+        ("elapsed", f"{r['elapsed_s']:.2f} s (submission took {r['submit_s']:.2f} s)"),
+        ("jobs/s", f"{r['jobs_per_s']:.0f}"),
+        ("ceiling calls/s", f"{r['ceiling_calls_per_s']:.0f} (ideal {r['ideal_per_s']:.0f})"),
+        ("ratio", f"{r['ratio']:.2f}"),
+        ("worker CPU ms/job", f"{r['worker_cpu_ms_per_job']:.2f}"),
+        ("idle submit->call", f"median {idle['median']} ms, max {idle['max']} ms (n={idle['n']})"),
+        ("warm submit->call", f"median {warm['median']} ms, max {warm['max']} ms (n={warm['n']})"),
+    ]
+    for name, value in rows:
+        print(f"{name:<19} {value}")
+    print("RESULT " + json.dumps(r))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=5000)
+    parser.add_argument("--inflight", type=int, default=64, help="calls in flight per drain")
+    parser.add_argument("--workers", type=int, default=1, help="drains (worker processes)")
+    parser.add_argument("--latency-ms", type=float, default=100.0, help="stand-in latency")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds for all jobs")
+    parser.add_argument("--idle-samples", type=int, default=10)
+    parser.add_argument("--ceiling-calls", type=int, default=0, help="default: --jobs")
+    parser.add_argument("--database-url", default="", help="default: SQLite in a temp dir")
+    parser.add_argument("--redis", default="", metavar="REDIS_URL", help="use the Redis broker")
+    args = parser.parse_args()
+    if args.latency_ms <= 0:
+        parser.error("--latency-ms must be positive: the ideal rate is in-flight / latency")
+    tmp = Path(tempfile.mkdtemp(prefix="llmqueue-bench-"))
+    try:
+        print_summary(run(args, tmp))
+    finally:
+        if "django" in sys.modules:
+            from django.db import connections
+
+            connections.close_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
