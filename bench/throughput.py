@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/throughput.py [--jobs 5000] [--inflight 64] [--workers 1]
         [--latency-ms 100] [--timeout 300] [--idle-samples 10] [--ceiling-calls N]
-        [--database-url postgres://...] [--redis redis://...]
+        [--database-url postgres://...] [--redis redis://...] [--profile stacks.txt]
 
 One run, from the repository root's code:
 
@@ -20,6 +20,10 @@ One run, from the repository root's code:
 6. submit-to-upstream-call latency (first ``JobAttempt.started_at`` - ``Job.created_at``) of
    single jobs via ``POST /api/jobs/``: "idle" with no drain alive (each waits until the
    previous one's drain has exited), then "warm" while a drain lingers.
+
+With ``--profile FILE`` (needs ``.venv/bin/pip install py-spy``), py-spy samples the cluster
+during step 4 and writes collapsed stacks (for flamegraph.pl or speedscope) to FILE; the numbers
+of such a run are not comparable with the others.
 
 Prints a table and one ``RESULT {json}`` line. Everything started is stopped at the end.
 """
@@ -41,7 +45,7 @@ import time
 import uuid
 import warnings
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -206,6 +210,38 @@ def stop_cluster(proc: subprocess.Popen[bytes], tree: CpuTree | None) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+@contextlib.contextmanager
+def profiled(pid: int, output: str) -> Iterator[None]:
+    """With ``output``, py-spy samples ``pid`` and its subprocesses meanwhile (raw stacks)."""
+    if not output:
+        yield
+        return
+    spy = shutil.which(
+        "py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    )
+    if spy is None:
+        raise RuntimeError("--profile needs py-spy: .venv/bin/pip install py-spy")
+    # Non-blocking: pausing the workers 100 times a second would slow what is measured.
+    cmd = [
+        spy,
+        "record",
+        "-p",
+        str(pid),
+        "--subprocesses",
+        "--nonblocking",
+        "-f",
+        "raw",
+        "-o",
+        output,
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        proc.wait(timeout=30)
+
+
 # --- the runs -------------------------------------------------------------------------------------
 
 
@@ -241,6 +277,37 @@ def wait_all_terminal(
         if time.monotonic() > deadline:
             raise TimeoutError(f"not all {jobs} jobs finished within {timeout:g} s: {counts}")
         time.sleep(POLL_S)
+
+
+def run_shape(user: Any, *, t0: datetime, t1: datetime, inflight: int) -> dict[str, float]:
+    """Why jobs/s is what it is, from the rows the run left.
+
+    A claim stamps every job it takes with one ``started_at`` and a write stamps every result
+    it records with one ``finished_at``, so counting distinct values counts claims and writes.
+    ``upstream_busy`` is the share of the run's call places (in-flight x elapsed) spent in
+    upstream calls; the rest went to waiting for the database steps and for work.
+    """
+    from django.db.models import Count, Min, Sum
+
+    from llmqueue.models import Job, JobAttempt
+
+    jobs = Job.objects.filter(owner=user)
+    agg = jobs.aggregate(
+        n=Count("id"),
+        claims=Count("started_at", distinct=True),
+        writes=Count("finished_at", distinct=True),
+        first=Min("started_at"),
+    )
+    busy_ms = JobAttempt.objects.filter(job__owner=user).aggregate(ms=Sum("duration_ms"))["ms"]
+    elapsed = (t1 - t0).total_seconds()
+    return {
+        "first_claim_s": round((agg["first"] - t0).total_seconds(), 3),
+        "claims": agg["claims"],
+        "jobs_per_claim": round(agg["n"] / agg["claims"], 1),
+        "writes": agg["writes"],
+        "results_per_write": round(agg["n"] / agg["writes"], 1),
+        "upstream_busy": round(busy_ms / 1000 / (elapsed * inflight), 3),
+    }
 
 
 def drain_alive() -> bool:
@@ -327,14 +394,18 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         cluster = start_cluster(tmp / "qcluster.log")
         tree = CpuTree(cluster.pid)
         try:
-            tree.start()
-            t0 = timezone.now()
-            submit_bulk(client, args.jobs)
-            submitted_s = (timezone.now() - t0).total_seconds()
-            counts = wait_all_terminal(user, args.jobs, timeout=args.timeout, on_poll=tree.sample)
-            tree.sample()
-            t1 = Job.objects.filter(owner=user).aggregate(t=Max("finished_at"))["t"]
+            with profiled(cluster.pid, args.profile):
+                tree.start()
+                t0 = timezone.now()
+                submit_bulk(client, args.jobs)
+                submitted_s = (timezone.now() - t0).total_seconds()
+                counts = wait_all_terminal(
+                    user, args.jobs, timeout=args.timeout, on_poll=tree.sample
+                )
+                tree.sample()
             cpu_s = tree.seconds()
+            t1 = Job.objects.filter(owner=user).aggregate(t=Max("finished_at"))["t"]
+            shape = run_shape(user, t0=t0, t1=t1, inflight=total_inflight)
             latency = latency_samples(client, args.idle_samples, first=args.jobs)
         finally:
             stop_cluster(cluster, tree)
@@ -359,13 +430,19 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "ratio": round(jobs_per_s / roof["calls_per_s"], 3),
         "worker_cpu_ms_per_job": round(cpu_s * 1000 / args.jobs, 3),
         "worker_cpu_by_process": tree.by_process()[:6],
+        **shape,
         "idle_submit_to_call_ms": _stats(latency["idle"]) | {"n": len(latency["idle"])},
         "warm_submit_to_call_ms": _stats(latency["warm"]) | {"n": len(latency["warm"])},
     }
 
 
+def _latency(stats: dict[str, Any]) -> str:
+    if not stats["n"]:
+        return "not measured"
+    return f"median {stats['median']} ms, max {stats['max']} ms (n={stats['n']})"
+
+
 def print_summary(r: dict[str, Any]) -> None:
-    idle, warm = r["idle_submit_to_call_ms"], r["warm_submit_to_call_ms"]
     rows = [
         ("jobs", f"{r['jobs']} ({r['succeeded']} succeeded, {r['dead']} dead)"),
         ("in-flight", f"{r['inflight']} per worker, {r['total_inflight']} total"),
@@ -375,8 +452,14 @@ def print_summary(r: dict[str, Any]) -> None:
         ("ceiling calls/s", f"{r['ceiling_calls_per_s']:.0f} (ideal {r['ideal_per_s']:.0f})"),
         ("ratio", f"{r['ratio']:.2f}"),
         ("worker CPU ms/job", f"{r['worker_cpu_ms_per_job']:.2f}"),
-        ("idle submit->call", f"median {idle['median']} ms, max {idle['max']} ms (n={idle['n']})"),
-        ("warm submit->call", f"median {warm['median']} ms, max {warm['max']} ms (n={warm['n']})"),
+        ("idle submit->call", _latency(r["idle_submit_to_call_ms"])),
+        ("warm submit->call", _latency(r["warm_submit_to_call_ms"])),
+        (
+            "run shape",
+            f"first claim at {r['first_claim_s']:.2f} s, {r['claims']} claims "
+            f"({r['jobs_per_claim']} jobs each), {r['writes']} writes "
+            f"({r['results_per_write']} results each), upstream busy {r['upstream_busy']:.0%}",
+        ),
     ]
     for name, value in rows:
         print(f"{name:<19} {value}")
@@ -394,6 +477,9 @@ def main() -> None:
     parser.add_argument("--ceiling-calls", type=int, default=0, help="default: --jobs")
     parser.add_argument("--database-url", default="", help="default: SQLite in a temp dir")
     parser.add_argument("--redis", default="", metavar="REDIS_URL", help="use the Redis broker")
+    parser.add_argument(
+        "--profile", default="", metavar="FILE", help="py-spy raw stacks of the cluster, timed part"
+    )
     args = parser.parse_args()
     if args.latency_ms <= 0:
         parser.error("--latency-ms must be positive: the ideal rate is in-flight / latency")

@@ -42,6 +42,8 @@ class Defaults:
     DRAIN_LINGER_S: float = 5.0
     #: poll interval of a drain that has room but found nothing due
     DRAIN_POLL_S: float = 0.25
+    #: on shutdown, how long a drain lets its calls finish before it cuts them off and requeues
+    STOP_GRACE_S: float = 10.0
     #: a claimed job is someone else's to take after this long without a renewal
     LEASE_S: float = 30.0
     #: how often a drain renews its leases and its slot (must be well under LEASE_S)

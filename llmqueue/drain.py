@@ -22,6 +22,7 @@ import asyncio
 import logging
 import os
 import secrets
+import signal
 import socket
 import time
 from datetime import timedelta
@@ -32,7 +33,16 @@ from django.db import close_old_connections, connections, transaction
 from django.utils import timezone
 
 from llmqueue.conf import conf
-from llmqueue.jobs import AttemptResult, Claim, jobs_claim, jobs_reap, jobs_record, jobs_renew, queue_next_due
+from llmqueue.jobs import (
+    AttemptResult,
+    Claim,
+    jobs_claim,
+    jobs_reap,
+    jobs_record,
+    jobs_release,
+    jobs_renew,
+    queue_next_due,
+)
 from llmqueue.models import DrainSlot, Outcome
 from llmqueue.upstream import Upstream
 
@@ -135,10 +145,22 @@ def drain() -> str:
     slot = drain_slot_acquire(owner=owner)
     if slot is None:
         return "no free slot"
+    # django-q2 runs a task in the worker's main thread, where SIGINT is ignored and SIGTERM
+    # kills. While draining, either one first stops the drain cleanly. SIGINT to the cluster's
+    # process group (Ctrl-C) is the clean stop of everything: the cluster stops, the drains
+    # stop, the workers take their STOP pills. SIGTERM to the group (systemd) still kills each
+    # worker, once its drain has settled its calls.
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    drainer = Drainer(slot=slot, owner=owner)
     try:
-        handled = asyncio.run(Drainer(slot=slot, owner=owner).run())
+        handled = asyncio.run(drainer.run())
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         connections.close_all()
+    if drainer.stopped_by == signal.SIGTERM:
+        # Now that the calls are settled, die as SIGTERM meant this worker to.
+        os.kill(os.getpid(), signal.SIGTERM)
     return f"handled {handled} calls"
 
 
@@ -157,6 +179,14 @@ class Drainer:
         self.finished: list[AttemptResult] = []
         self.wakeup = asyncio.Event()
         self.handled = 0
+        self.stopping = False
+        self.stopped_by: int | None = None
+
+    def stop(self, signum: int | None = None) -> None:
+        """Stop claiming; let calls in flight finish for STOP_GRACE_S, then requeue the rest."""
+        self.stopping = True
+        self.stopped_by = signum
+        self.wakeup.set()
 
     # -- database steps (run in the DB thread) --
 
@@ -205,6 +235,8 @@ class Drainer:
     async def run(self) -> int:
         upstream = Upstream(max_connections=self.concurrency)
         loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stop, sig)
         start = loop.time()
         deadline = start + conf.DRAIN_MAX_SECONDS
         last_busy = start
@@ -212,6 +244,8 @@ class Drainer:
         next_spread = start
         try:
             while True:
+                if self.stopping:
+                    break
                 now = loop.time()
                 closing = now >= deadline
                 free = 0 if closing else self.concurrency - len(self.inflight)
@@ -261,12 +295,17 @@ class Drainer:
                 self.wakeup.clear()
         finally:
             if self.inflight:
-                await asyncio.gather(*self.inflight, return_exceptions=True)
+                await asyncio.wait(list(self.inflight), timeout=conf.STOP_GRACE_S)
+            cut_off = list(self.inflight.values())
+            for task in list(self.inflight):
+                task.cancel()
+            if cut_off:
+                await _db(jobs_release)(claims=cut_off)
             if self.finished:
                 results, self.finished = self.finished, []
                 await _db(self._step)(results, 0)
                 self.handled += len(results)
             await upstream.aclose()
-            await _db(self._leave)(hand_over=loop.time() >= deadline)
+            await _db(self._leave)(hand_over=not self.stopping and loop.time() >= deadline)
             await _db(connections.close_all)()
         return self.handled

@@ -3,6 +3,7 @@
     submit ──> queued ──claim──> running ──complete──> succeeded
                  ^  │               │
                  │  cancel          ├──retry_later──> queued   (backoff, Retry-After)
+                 │  │               ├──release──────> queued   (its worker is shutting down)
                  │  v               ├──dead_letter──> dead     (refused, or attempts spent)
                  │ cancelled        └──reap─────────> queued | dead   (lease expired: worker died)
                  └───────retry─────── dead | cancelled
@@ -40,6 +41,7 @@ ALLOWED: dict[str, tuple[Status, ...]] = {
     "retry_later": (Status.RUNNING,),
     "dead_letter": (Status.RUNNING,),
     "reap": (Status.RUNNING,),
+    "release": (Status.RUNNING,),
     "cancel": (Status.QUEUED,),
     "retry": (Status.DEAD, Status.CANCELLED),
 }
@@ -384,6 +386,21 @@ def jobs_record(results: Sequence[AttemptResult]) -> None:
             if r.outcome == Outcome.RETRY:
                 error = f"gave up after {c.attempt} attempts; last error: {r.error}"
             fence.update(status=Status.DEAD, error=error, finished_at=now, **_RELEASE)
+
+
+def jobs_release(*, claims: Iterable[Claim]) -> int:
+    """running -> queued at once, the attempt given back: for calls a stopping drain cut off.
+
+    The upstream may have seen the call; the answer was never read, so the job runs again.
+    """
+    n = 0
+    now = timezone.now()
+    with transaction.atomic():
+        for c in claims:
+            n += Job.objects.filter(
+                pk=c.job_id, status__in=ALLOWED["release"], lease_token=c.token
+            ).update(status=Status.QUEUED, attempts=F("attempts") - 1, available_at=now, **_RELEASE)
+    return n
 
 
 def jobs_reap(*, limit: int = 500) -> int:

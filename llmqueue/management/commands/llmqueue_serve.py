@@ -29,9 +29,11 @@ class Command(BaseCommand):
         if not 1 <= port <= 65535:
             raise CommandError(f"--port: {port} is not a TCP port")
         manage = [sys.executable, sys.argv[0]]
+        # Each child leads its own process group, so that a stop reaches every process in it
+        # (the qcluster's workers included) and each child is stopped the way it expects.
         children = [
-            subprocess.Popen([*manage, "runserver", "--noreload", f"{host}:{port}"]),
-            subprocess.Popen([*manage, "qcluster"]),
+            subprocess.Popen([*manage, "runserver", "--noreload", f"{host}:{port}"], start_new_session=True),
+            subprocess.Popen([*manage, "qcluster"], start_new_session=True),
         ]
         self.stdout.write(self.style.SUCCESS(f"llmqueue on http://{host}:{port}/  (Ctrl-C stops it)"))
         stopping = False
@@ -48,13 +50,14 @@ class Command(BaseCommand):
         finally:
             for c in children:
                 if c.poll() is None:
-                    c.send_signal(signal.SIGINT)
-            deadline = time.monotonic() + 15
+                    os.killpg(c.pid, signal.SIGINT)  # as Ctrl-C: each child's clean stop
+            deadline = time.monotonic() + 30
             for c in children:
                 try:
                     c.wait(timeout=max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
-                    c.kill()
+                    os.killpg(c.pid, signal.SIGKILL)
+                    c.wait()
         failed = [c for c in children if c.returncode not in (0, -signal.SIGINT, -signal.SIGTERM, None)]
         if failed and not stopping:
             raise CommandError("a child process exited unexpectedly; see its output above")
