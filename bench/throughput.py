@@ -35,6 +35,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import shutil
 import signal
 import statistics
@@ -365,6 +366,8 @@ def latency_samples(client: Any, samples: int, *, first: int) -> dict[str, list[
             break
         idle.append(submit_to_call_ms(client, first + i))
     for i in range(samples):
+        # A lingering drain looks for work every DRAIN_POLL_S: arrive at a random point of that.
+        time.sleep(random.uniform(0, conf.DRAIN_POLL_S))
         if not drain_alive():  # it lingered out: this sample would be an idle one
             break
         warm.append(submit_to_call_ms(client, first + samples + i))

@@ -52,6 +52,8 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     serializer_class = JobSerializer
 
     def get_queryset(self) -> QuerySet[Job]:
+        if getattr(self, "swagger_fake_view", False):  # drf-spectacular building the schema
+            return Job.objects.none()
         return selectors.jobs_of(owner=self.request.user, status=self.request.query_params.get("status"))
 
     @extend_schema(parameters=[OpenApiParameter("status", str, enum=[s.value for s in Status])])
