@@ -152,19 +152,16 @@ class JobAdminBase(admin.ModelAdmin):
         ]
 
     def retry_one(self, request: HttpRequest, pk: int) -> HttpResponse:
-        opts = self.model._meta
-        back = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[pk])
-        if request.method != "POST":
-            return HttpResponseRedirect(back)
         job = get_object_or_404(Job, pk=pk)
-        try:
-            job_retry(job_id=job.pk)
-        except TransitionError as exc:
-            self.message_user(request, str(exc), messages.ERROR)
-        else:
-            self.message_user(request, f"Job {job.pk} queued again.", messages.SUCCESS)
-            back = reverse("admin:llmqueue_job_change", args=[pk])
-        return HttpResponseRedirect(back)
+        if request.method == "POST":
+            try:
+                job_retry(job_id=job.pk)
+            except TransitionError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+            else:
+                self.message_user(request, f"Job {job.pk} queued again.", messages.SUCCESS)
+        # Its page among all jobs: once requeued it is no longer a dead letter.
+        return HttpResponseRedirect(reverse("admin:llmqueue_job_change", args=[job.pk]))
 
 
 @admin.register(Job)

@@ -26,10 +26,10 @@ def readyz(request: HttpRequest) -> JsonResponse:
         return JsonResponse({"status": "unavailable", "reason": f"database: {type(exc).__name__}"}, status=503)
     from django_q.models import Schedule
 
-    next_run = (
-        Schedule.objects.filter(func=HOUSEKEEPING_TASK).values_list("next_run", flat=True).first()
-    )
-    if next_run is None or next_run < timezone.now() - SCHEDULER_STALE:
+    # The scheduler records the task it started and moves next_run on; a schedule that never
+    # ran (task unset) or whose next run is long past means no cluster is running.
+    last = Schedule.objects.filter(func=HOUSEKEEPING_TASK).values_list("task", "next_run").first()
+    if last is None or not last[0] or last[1] < timezone.now() - SCHEDULER_STALE:
         return JsonResponse(
             {"status": "unavailable", "reason": "cluster: no qcluster has run the schedule lately"},
             status=503,
