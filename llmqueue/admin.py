@@ -20,7 +20,8 @@ class EndpointForm(forms.ModelForm):
     api_key = forms.CharField(
         required=False,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        help_text="Sent as 'Authorization: Bearer'. Never shown again: leave blank to keep the current key.",
+        help_text="Sent as 'Authorization: Bearer'. Never shown again: "
+        "leave blank to keep the current key.",
     )
     base_url = forms.URLField(
         max_length=500, assume_scheme="http", help_text="e.g. http://host:8000/v1"
@@ -35,8 +36,17 @@ class EndpointForm(forms.ModelForm):
     class Meta:
         model = Endpoint
         fields = [
-            "name", "base_url", "api_key", "clear_api_key", "served_models", "weight",
-            "max_concurrency", "rpm_limit", "tpm_limit", "timeout_s", "enabled",
+            "name",
+            "base_url",
+            "api_key",
+            "clear_api_key",
+            "served_models",
+            "weight",
+            "max_concurrency",
+            "rpm_limit",
+            "tpm_limit",
+            "timeout_s",
+            "enabled",
         ]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -66,7 +76,9 @@ class EndpointForm(forms.ModelForm):
         if self.cleaned_data.get("clear_api_key"):
             endpoint.api_key = ""
         elif not new_key and self.instance.pk:
-            endpoint.api_key = Endpoint.objects.filter(pk=self.instance.pk).values_list("api_key", flat=True).get()
+            endpoint.api_key = (
+                Endpoint.objects.filter(pk=self.instance.pk).values_list("api_key", flat=True).get()
+            )
         if commit:
             endpoint.save()
         return endpoint
@@ -76,8 +88,16 @@ class EndpointForm(forms.ModelForm):
 class EndpointAdmin(admin.ModelAdmin):
     form = EndpointForm
     list_display = [
-        "name", "base_url", "models_list", "weight", "max_concurrency", "enabled", "healthy",
-        "breaker_state", "latency_ms", "has_key",
+        "name",
+        "base_url",
+        "models_list",
+        "weight",
+        "max_concurrency",
+        "enabled",
+        "healthy",
+        "breaker_state",
+        "latency_ms",
+        "has_key",
     ]
     list_filter = ["enabled", "healthy", "breaker_state"]
     search_fields = ["name", "base_url"]
@@ -104,7 +124,15 @@ class AttemptInline(admin.TabularInline):
     model = JobAttempt
     extra = 0
     can_delete = False
-    fields = ["number", "endpoint_name", "started_at", "duration_ms", "http_status", "outcome", "error"]
+    fields = [
+        "number",
+        "endpoint_name",
+        "started_at",
+        "duration_ms",
+        "http_status",
+        "outcome",
+        "error",
+    ]
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -112,15 +140,42 @@ class AttemptInline(admin.TabularInline):
 
 
 class JobAdminBase(admin.ModelAdmin):
-    list_display = ["id", "owner", "status", "kind", "model", "priority", "attempts", "endpoint", "created_at"]
+    list_display = [
+        "id",
+        "owner",
+        "status",
+        "kind",
+        "model",
+        "priority",
+        "attempts",
+        "endpoint",
+        "created_at",
+    ]
     list_filter = ["status", "priority", "kind", "endpoint"]
     search_fields = ["id", "model", "owner__username", "idempotency_key"]
     list_select_related = ["owner", "endpoint"]
     inlines = [AttemptInline]
     readonly_fields = [
-        "owner", "batch", "kind", "model", "payload", "status", "attempts", "max_attempts",
-        "priority", "available_at", "endpoint", "result", "error", "cache", "cache_hit",
-        "idempotency_key", "created_at", "started_at", "finished_at", "lease_expires_at",
+        "owner",
+        "batch",
+        "kind",
+        "model",
+        "payload",
+        "status",
+        "attempts",
+        "max_attempts",
+        "priority",
+        "available_at",
+        "endpoint",
+        "result",
+        "error",
+        "cache",
+        "cache_hit",
+        "idempotency_key",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "lease_expires_at",
     ]
     exclude = ["lease_token"]
     actions = ["retry_selected"]

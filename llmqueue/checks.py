@@ -34,7 +34,12 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         "LLMQUEUE BACKOFF_BASE_S must be positive and at most BACKOFF_CAP_S.",
         "For example BACKOFF_BASE_S=1, BACKOFF_CAP_S=300.",
     )
-    need(values["DRAIN_CONCURRENCY"] >= 1, "E004", "LLMQUEUE DRAIN_CONCURRENCY must be >= 1.", "Use 64.")
+    need(
+        values["DRAIN_CONCURRENCY"] >= 1,
+        "E004",
+        "LLMQUEUE DRAIN_CONCURRENCY must be >= 1.",
+        "Use 64.",
+    )
     need(values["DRAINS_PER_HOST"] >= 1, "E005", "LLMQUEUE DRAINS_PER_HOST must be >= 1.", "Use 2.")
     need(
         values["HEARTBEAT_S"] * 3 <= values["LEASE_S"],
@@ -48,7 +53,12 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         "LLMQUEUE HEARTBEAT_S must be at most half of SLOT_STALE_S.",
         "Otherwise a live drain's slot looks abandoned between two heartbeats.",
     )
-    need(values["MAX_PAYLOAD_BYTES"] >= 1024, "E008", "LLMQUEUE MAX_PAYLOAD_BYTES is too small.", "Use 1048576.")
+    need(
+        values["MAX_PAYLOAD_BYTES"] >= 1024,
+        "E008",
+        "LLMQUEUE MAX_PAYLOAD_BYTES is too small.",
+        "Use 1048576.",
+    )
     need(
         1 <= values["MAX_BULK_JOBS"] <= 10000,
         "E009",

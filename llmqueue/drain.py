@@ -19,12 +19,12 @@ lease expired goes back to the queue (``jobs_reap``). Drains only make the queue
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
 import signal
 import socket
-import time
 from datetime import timedelta
 from typing import Any
 
@@ -85,7 +85,9 @@ def drain_slot_acquire(*, owner: str) -> DrainSlot | None:
     have = set(DrainSlot.objects.filter(host=host).values_list("number", flat=True))
     for number in range(count):
         if number not in have:
-            DrainSlot.objects.bulk_create([DrainSlot(host=host, number=number)], ignore_conflicts=True)
+            DrainSlot.objects.bulk_create(
+                [DrainSlot(host=host, number=number)], ignore_conflicts=True
+            )
     for slot in DrainSlot.objects.filter(host=host, number__lt=count).order_by("number"):
         if _slot_live(slot, host=host, now=now):
             continue
@@ -221,8 +223,11 @@ class Drainer:
         except Exception as exc:  # a bug here must cost an attempt, never the job
             log.exception("call for job %s failed inside the worker", claim.job_id)
             return AttemptResult(
-                claim=claim, started_at=timezone.now(), duration_ms=0.0,
-                outcome=Outcome.RETRY, error=f"worker error: {type(exc).__name__}: {exc}"[:2000],
+                claim=claim,
+                started_at=timezone.now(),
+                duration_ms=0.0,
+                outcome=Outcome.RETRY,
+                error=f"worker error: {type(exc).__name__}: {exc}"[:2000],
             )
 
     def _done(self, task: asyncio.Task[AttemptResult]) -> None:
@@ -255,7 +260,9 @@ class Drainer:
                     try:
                         claims = await _db(self._step)(results, free)
                     except Exception:
-                        log.exception("drain step failed; keeping %d results for the next", len(results))
+                        log.exception(
+                            "drain step failed; keeping %d results for the next", len(results)
+                        )
                         self.finished[:0] = results
                         await asyncio.sleep(1.0)
                         continue
@@ -269,7 +276,9 @@ class Drainer:
                 if now >= next_beat:
                     tokens = [c.token for c in self.inflight.values()]
                     if not await _db(self._beat)(tokens):
-                        log.warning("drain %s lost its slot; stopping after in-flight calls", self.owner)
+                        log.warning(
+                            "drain %s lost its slot; stopping after in-flight calls", self.owner
+                        )
                         deadline = now
                     next_beat = now + conf.HEARTBEAT_S
                 if free and len(claims) == free and now >= next_spread:
@@ -288,10 +297,8 @@ class Drainer:
                 idle = not self.inflight and now - last_busy >= conf.DRAIN_LINGER_S
                 timeout = max(conf.DRAIN_POLL_S, 1.0) if idle else conf.DRAIN_POLL_S
                 if not self.finished:
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.wakeup.wait(), timeout)
-                    except TimeoutError:
-                        pass
                 self.wakeup.clear()
         finally:
             if self.inflight:

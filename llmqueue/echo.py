@@ -45,7 +45,13 @@ def echo_answer(kind: str, body: dict[str, Any]) -> dict[str, Any]:
             "object": "chat.completion",
             "created": created,
             "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": answer},
+                    "finish_reason": "stop",
+                }
+            ],
             "usage": _usage(prompt, answer),
         }
     if kind == "completion":
@@ -65,10 +71,16 @@ def echo_answer(kind: str, body: dict[str, Any]) -> dict[str, Any]:
     return {
         "object": "list",
         "model": model,
-        "data": [{"object": "embedding", "index": i, "embedding": _vector(str(t))} for i, t in enumerate(items)],
+        "data": [
+            {"object": "embedding", "index": i, "embedding": _vector(str(t))}
+            for i, t in enumerate(items)
+        ],
         "usage": {"prompt_tokens": sum(len(str(t).split()) for t in items), "total_tokens": 0},
     }
 
 
 def models_answer(models: list[str]) -> dict[str, Any]:
-    return {"object": "list", "data": [{"id": m, "object": "model", "owned_by": "llmqueue"} for m in models]}
+    return {
+        "object": "list",
+        "data": [{"id": m, "object": "model", "owned_by": "llmqueue"} for m in models],
+    }

@@ -120,16 +120,20 @@ def job_submit(*, owner: Any, spec: JobSpec) -> tuple[Job, bool]:
     return job, True
 
 
-def jobs_submit_many(*, owner: Any, specs: Sequence[JobSpec], name: str = "") -> tuple[Batch, list[Job]]:
+def jobs_submit_many(
+    *, owner: Any, specs: Sequence[JobSpec], name: str = ""
+) -> tuple[Batch, list[Job]]:
     """Queue many jobs as one Batch: all of them, or (on any error) none.
 
     Specs whose idempotency key this owner already used return the existing job instead.
     """
     _check_served({s.payload["model"] for s in specs})
     keys = [s.idempotency_key for s in specs if s.idempotency_key]
-    existing = {
-        j.idempotency_key: j for j in Job.objects.filter(owner=owner, idempotency_key__in=keys)
-    } if keys else {}
+    existing = (
+        {j.idempotency_key: j for j in Job.objects.filter(owner=owner, idempotency_key__in=keys)}
+        if keys
+        else {}
+    )
     now = timezone.now()
     with transaction.atomic():
         batch = Batch.objects.create(owner=owner, name=name)
@@ -288,7 +292,8 @@ def jobs_claim(*, limit: int, lease_s: float | None = None) -> list[Claim]:
         if connection.features.has_select_for_update_skip_locked:
             qs = qs.select_for_update(skip_locked=True, of=("self",))
         candidates.extend(
-            (-p, at, pk, model) for pk, p, at in qs.values_list("pk", "priority", "available_at")[:room]
+            (-p, at, pk, model)
+            for pk, p, at in qs.values_list("pk", "priority", "available_at")[:room]
         )
     candidates.sort()
     chosen: dict[int, list[int]] = defaultdict(list)
@@ -366,7 +371,9 @@ def jobs_record(results: Sequence[AttemptResult]) -> None:
         c = r.claim
         fence = Job.objects.filter(pk=c.job_id, status=Status.RUNNING, lease_token=c.token)
         if r.outcome == Outcome.SUCCESS:
-            fence.update(status=Status.SUCCEEDED, result=r.body, error="", finished_at=now, **_RELEASE)
+            fence.update(
+                status=Status.SUCCEEDED, result=r.body, error="", finished_at=now, **_RELEASE
+            )
         elif r.outcome == Outcome.RETRY and c.attempt < c.max_attempts:
             delay = backoff_delay(
                 attempt=c.attempt,

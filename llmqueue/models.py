@@ -81,8 +81,12 @@ class Batch(models.Model):
 
 
 class Job(models.Model):
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
-    batch = models.ForeignKey(Batch, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs"
+    )
+    batch = models.ForeignKey(
+        Batch, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
+    )
     kind = models.CharField(max_length=12, choices=Kind.choices, default=Kind.CHAT)
     #: payload["model"], kept in a column so that the claim query can route by it
     model = models.CharField(max_length=200)
@@ -94,14 +98,17 @@ class Job(models.Model):
     #: not claimable before this (retry backoff)
     available_at = models.DateTimeField(default=timezone.now)
     #: while running: the claim's fencing token and when the claim lapses
-    lease_token = models.CharField(max_length=32, null=True, blank=True)
+    lease_token = models.CharField(max_length=32, null=True, blank=True)  # noqa: DJ001 (none: not leased)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
-    endpoint = models.ForeignKey(Endpoint, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    endpoint = models.ForeignKey(
+        Endpoint, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     result = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True, default="")
     cache = models.BooleanField(default=True)
     cache_hit = models.BooleanField(default=False)
-    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    # NULL, not "": the unique (owner, key) constraint must not apply to jobs without a key
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -130,7 +137,9 @@ class Job(models.Model):
                 condition=Q(status="running"),
                 name="job_running",
             ),
-            models.Index(fields=["available_at"], condition=Q(status="queued"), name="job_next_due"),
+            models.Index(
+                fields=["available_at"], condition=Q(status="queued"), name="job_next_due"
+            ),
             models.Index(fields=["owner", "-id"], name="job_owner_recent"),
             models.Index(fields=["owner", "status", "-id"], name="job_owner_status"),
             models.Index(fields=["status"], name="job_status"),
@@ -167,7 +176,9 @@ class JobAttempt(models.Model):
 
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="attempt_log")
     number = models.PositiveIntegerField()
-    endpoint = models.ForeignKey(Endpoint, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    endpoint = models.ForeignKey(
+        Endpoint, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     endpoint_name = models.CharField(max_length=100, blank=True, default="")
     started_at = models.DateTimeField()
     duration_ms = models.FloatField(null=True, blank=True)
@@ -191,11 +202,13 @@ class DrainSlot(models.Model):
 
     host = models.CharField(max_length=255)
     number = models.PositiveSmallIntegerField()
-    owner = models.CharField(max_length=32, null=True, blank=True)
+    owner = models.CharField(max_length=32, null=True, blank=True)  # noqa: DJ001 (none: free)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["host", "number"], name="drainslot_host_number")]
+        constraints = [
+            models.UniqueConstraint(fields=["host", "number"], name="drainslot_host_number")
+        ]
 
     def __str__(self) -> str:
         return f"{self.host}#{self.number}"

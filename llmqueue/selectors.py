@@ -59,7 +59,9 @@ def queue_stats(*, window_s: int = 300) -> dict[str, Any]:
         "window_s": window_s,
         "throughput_per_s": round(recent["finished"] / window_s, 3),
         "succeeded_in_window": recent["succeeded"],
-        "cache_hit_rate": round(recent["hits"] / recent["succeeded"], 4) if recent["succeeded"] else None,
+        "cache_hit_rate": round(recent["hits"] / recent["succeeded"], 4)
+        if recent["succeeded"]
+        else None,
         "endpoints": endpoints_summary(),
     }
 

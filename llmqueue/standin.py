@@ -27,7 +27,11 @@ from aiohttp import web
 
 from llmqueue.echo import ECHO_MODEL, echo_answer, models_answer
 
-ROUTES = {"/v1/chat/completions": "chat", "/v1/completions": "completion", "/v1/embeddings": "embedding"}
+ROUTES = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "completion",
+    "/v1/embeddings": "embedding",
+}
 
 
 class StandIn:
@@ -63,7 +67,9 @@ class StandIn:
                 status, headers = failure
                 self.log.append([time.time(), request.path, status, body.get("model")])
                 message = self.settings.get("message") or f"stand-in says {status}"
-                return web.json_response({"error": {"message": message, "code": status}}, status=status, headers=headers)
+                return web.json_response(
+                    {"error": {"message": message, "code": status}}, status=status, headers=headers
+                )
             self.log.append([time.time(), request.path, 200, body.get("model")])
             return web.json_response(echo_answer(kind, body))
         finally:
@@ -71,7 +77,9 @@ class StandIn:
 
     async def list_models(self, request: web.Request) -> web.Response:
         if self.settings.get("status"):
-            return web.json_response({"error": {"message": "down"}}, status=int(self.settings["status"]))
+            return web.json_response(
+                {"error": {"message": "down"}}, status=int(self.settings["status"])
+            )
         return web.json_response(models_answer(self.models))
 
     async def control(self, request: web.Request) -> web.Response:
@@ -109,7 +117,9 @@ def main() -> None:
     parser.add_argument("--models", default=ECHO_MODEL, help="comma separated")
     args = parser.parse_args()
     standin = StandIn(latency_ms=args.latency_ms, models=args.models.split(","))
-    web.run_app(standin.app(), host=args.host, port=args.port, print=None, access_log=None, backlog=1024)
+    web.run_app(
+        standin.app(), host=args.host, port=args.port, print=None, access_log=None, backlog=1024
+    )
 
 
 if __name__ == "__main__":

@@ -71,14 +71,23 @@ def _error_message(response: httpx.Response) -> str:
     return response.text[:2000]
 
 
-def classify(claim: Claim, response: httpx.Response, started: dt.datetime, ms: float) -> AttemptResult:
+def classify(
+    claim: Claim, response: httpx.Response, started: dt.datetime, ms: float
+) -> AttemptResult:
     status = response.status_code
-    common: dict[str, Any] = {"claim": claim, "started_at": started, "duration_ms": ms, "http_status": status}
+    common: dict[str, Any] = {
+        "claim": claim,
+        "started_at": started,
+        "duration_ms": ms,
+        "http_status": status,
+    }
     if 200 <= status < 300:
         try:
             return AttemptResult(outcome=Outcome.SUCCESS, body=response.json(), **common)
         except ValueError:
-            return AttemptResult(outcome=Outcome.RETRY, error=f"HTTP {status}: body is not JSON", **common)
+            return AttemptResult(
+                outcome=Outcome.RETRY, error=f"HTTP {status}: body is not JSON", **common
+            )
     message = f"HTTP {status}: {_error_message(response)}"
     if status == 429:
         return AttemptResult(
@@ -108,8 +117,10 @@ class Upstream:
                 base_url=target.base_url.rstrip("/"),
                 headers=headers,
                 transport=AiohttpTransport(
-                    limits=httpx.Limits(max_connections=self._max_connections,
-                                        max_keepalive_connections=self._max_connections),
+                    limits=httpx.Limits(
+                        max_connections=self._max_connections,
+                        max_keepalive_connections=self._max_connections,
+                    ),
                 ),
             )
             self._clients[key] = client
@@ -127,13 +138,19 @@ class Upstream:
             )
         except httpx.TimeoutException as exc:
             return AttemptResult(
-                claim=claim, started_at=started, duration_ms=(time.perf_counter() - t0) * 1000,
-                outcome=Outcome.RETRY, error=f"timeout after {target.timeout_s:g}s ({type(exc).__name__})",
+                claim=claim,
+                started_at=started,
+                duration_ms=(time.perf_counter() - t0) * 1000,
+                outcome=Outcome.RETRY,
+                error=f"timeout after {target.timeout_s:g}s ({type(exc).__name__})",
             )
         except httpx.HTTPError as exc:
             return AttemptResult(
-                claim=claim, started_at=started, duration_ms=(time.perf_counter() - t0) * 1000,
-                outcome=Outcome.RETRY, error=f"{type(exc).__name__}: {exc}"[:2000],
+                claim=claim,
+                started_at=started,
+                duration_ms=(time.perf_counter() - t0) * 1000,
+                outcome=Outcome.RETRY,
+                error=f"{type(exc).__name__}: {exc}"[:2000],
             )
         return classify(claim, response, started, (time.perf_counter() - t0) * 1000)
 

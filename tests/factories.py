@@ -20,7 +20,9 @@ def make_user(*, username: str | None = None, staff: bool = False, **kw: Any) ->
     )
 
 
-def make_endpoint(*, name: str | None = None, base_url: str = "http://127.0.0.1:9/v1", **kw: Any) -> Endpoint:
+def make_endpoint(
+    *, name: str | None = None, base_url: str = "http://127.0.0.1:9/v1", **kw: Any
+) -> Endpoint:
     kw.setdefault("served_models", ["echo"])
     return Endpoint.objects.create(name=name or f"ep{next(_seq)}", base_url=base_url, **kw)
 

@@ -9,7 +9,7 @@ import uuid
 
 os.environ.setdefault("Q_CLUSTER_NAME", f"llmqueue-test-{uuid.uuid4().hex[:8]}")
 
-from project.settings import *  # noqa: E402,F403
+from project.settings import *  # noqa: F403
 
 # PBKDF2's many rounds are the production choice; in tests they only cost time.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -44,7 +44,10 @@ def test_submit_queues_and_refuses_unserved_models(user, echo_endpoint):
     job, created = job_submit(owner=user, spec=chat_spec())
     assert created and job.status == Status.QUEUED and job.model == "echo" and job.max_attempts == 5
     with pytest.raises(ModelNotServed) as err:
-        job_submit(owner=user, spec=chat_spec().__class__(kind="chat", payload={"model": "gpt-x", "messages": []}))
+        job_submit(
+            owner=user,
+            spec=chat_spec().__class__(kind="chat", payload={"model": "gpt-x", "messages": []}),
+        )
     assert "gpt-x" in str(err.value) and "echo" in str(err.value)
 
 
@@ -104,7 +107,9 @@ def test_expired_leases_do_not_count_as_in_flight(user):
     job_submit(owner=user, spec=chat_spec())
     job_submit(owner=user, spec=chat_spec())
     assert len(claim()) == 1
-    Job.objects.filter(status=Status.RUNNING).update(lease_expires_at=timezone.now() - dt.timedelta(seconds=1))
+    Job.objects.filter(status=Status.RUNNING).update(
+        lease_expires_at=timezone.now() - dt.timedelta(seconds=1)
+    )
     assert len(claim()) == 1
 
 
@@ -113,7 +118,13 @@ def test_claim_routes_by_model_and_round_robins(user):
     b = make_endpoint(name="b", served_models=["m1", "m2"])
     c = make_endpoint(name="c", served_models=["m2"], enabled=False)
     for model in ["m1"] * 4 + ["m2"] * 2:
-        job_submit(owner=user, spec=chat_spec().__class__(kind="chat", payload={"model": model, "messages": [{"role": "user", "content": "x"}]}))
+        job_submit(
+            owner=user,
+            spec=chat_spec().__class__(
+                kind="chat",
+                payload={"model": model, "messages": [{"role": "user", "content": "x"}]},
+            ),
+        )
     claims = claim()
     by_model = {}
     for cl in claims:
@@ -137,7 +148,9 @@ def test_success_and_fence(user, echo_endpoint):
     (c,) = claim()
     record(result(c, body={"answer": 42}, http_status=200))
     job.refresh_from_db()
-    assert job.status == Status.SUCCEEDED and job.result == {"answer": 42} and job.lease_token is None
+    assert (
+        job.status == Status.SUCCEEDED and job.result == {"answer": 42} and job.lease_token is None
+    )
     assert JobAttempt.objects.get(job=job).outcome == Outcome.SUCCESS
     # a late duplicate outcome (a drain that lost its lease) changes nothing but the log
     record(result(c, outcome=Outcome.REJECTED, error="late"))
@@ -179,7 +192,9 @@ def test_rejected_goes_straight_to_dead_letters(user, echo_endpoint):
     (c,) = claim()
     record(result(c, outcome=Outcome.REJECTED, error="HTTP 400: bad max_tokens", http_status=400))
     job.refresh_from_db()
-    assert job.status == Status.DEAD and job.attempts == 1 and job.error == "HTTP 400: bad max_tokens"
+    assert (
+        job.status == Status.DEAD and job.attempts == 1 and job.error == "HTTP 400: bad max_tokens"
+    )
 
 
 def test_cancel_only_from_queued(user, echo_endpoint):

@@ -22,8 +22,14 @@ SECRET = "sk-live-TOPSECRET-0123456789"
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("get", "/api/jobs/{id}/"), ("post", "/api/jobs/{id}/cancel/"), ("post", "/api/jobs/{id}/retry/"),
-     ("get", "/jobs/{id}/"), ("post", "/jobs/{id}/cancel/"), ("post", "/jobs/{id}/retry/")],
+    [
+        ("get", "/api/jobs/{id}/"),
+        ("post", "/api/jobs/{id}/cancel/"),
+        ("post", "/api/jobs/{id}/retry/"),
+        ("get", "/jobs/{id}/"),
+        ("post", "/jobs/{id}/cancel/"),
+        ("post", "/jobs/{id}/retry/"),
+    ],
 )
 def test_another_users_job_is_404(method, path, echo_endpoint):
     owner, intruder = make_user(), make_user()
@@ -60,11 +66,17 @@ def test_api_key_never_appears_in_responses_pages_or_logs(staff, user, caplog):
     api = APIClient()
     api.force_login(staff)
     pages = [
-        web.get("/"), web.get("/jobs/"), web.get("/jobs/new/"),
-        web.get("/admin/llmqueue/endpoint/"), web.get(f"/admin/llmqueue/endpoint/{ep.pk}/change/"),
+        web.get("/"),
+        web.get("/jobs/"),
+        web.get("/jobs/new/"),
+        web.get("/admin/llmqueue/endpoint/"),
+        web.get(f"/admin/llmqueue/endpoint/{ep.pk}/change/"),
         web.get("/admin/llmqueue/job/"),
-        api.get("/api/endpoints/"), api.get(f"/api/endpoints/{ep.pk}/"), api.get("/api/stats/"),
-        api.get("/api/jobs/"), api.get("/api/schema/"),
+        api.get("/api/endpoints/"),
+        api.get(f"/api/endpoints/{ep.pk}/"),
+        api.get("/api/stats/"),
+        api.get("/api/jobs/"),
+        api.get("/api/schema/"),
         api.patch(f"/api/endpoints/{ep.pk}/", {"weight": 2}, format="json"),
     ]
     for r in pages:
@@ -78,8 +90,14 @@ def test_admin_keeps_the_key_when_the_field_is_left_blank(staff):
     web = Client()
     web.force_login(staff)
     form = {
-        "name": ep.name, "base_url": ep.base_url, "api_key": "", "served_models": "echo, llama",
-        "weight": 3, "max_concurrency": 8, "timeout_s": 30, "enabled": "on",
+        "name": ep.name,
+        "base_url": ep.base_url,
+        "api_key": "",
+        "served_models": "echo, llama",
+        "weight": 3,
+        "max_concurrency": 8,
+        "timeout_s": 30,
+        "enabled": "on",
     }
     r = web.post(f"/admin/llmqueue/endpoint/{ep.pk}/change/", form)
     assert r.status_code == 302, r.content.decode()[:2000]
@@ -102,6 +120,10 @@ def test_check_deploy_passes_with_production_settings(tmp_path):
     }
     out = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stdout + out.stderr

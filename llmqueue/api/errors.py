@@ -22,9 +22,7 @@ class PayloadTooLarge(APIException):
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, TransitionError):
-        return Response(
-            {"detail": str(exc), "status": exc.status}, status=status.HTTP_409_CONFLICT
-        )
+        return Response({"detail": str(exc), "status": exc.status}, status=status.HTTP_409_CONFLICT)
     if isinstance(exc, SubmitError):
         return Response({exc.field: [exc.message]}, status=status.HTTP_400_BAD_REQUEST)
     return drf_exception_handler(exc, context)

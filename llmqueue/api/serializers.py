@@ -14,10 +14,16 @@ from llmqueue.validation import payload_problems
 
 class JobSubmitSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=Kind.choices, default=Kind.CHAT)
-    payload = serializers.DictField(help_text="the OpenAI request body: model, messages / prompt / input, parameters")
-    priority = serializers.IntegerField(min_value=0, max_value=9, default=5, help_text="0-9, higher runs first")
+    payload = serializers.DictField(
+        help_text="the OpenAI request body: model, messages / prompt / input, parameters"
+    )
+    priority = serializers.IntegerField(
+        min_value=0, max_value=9, default=5, help_text="0-9, higher runs first"
+    )
     max_attempts = serializers.IntegerField(min_value=1, required=False, allow_null=True)
-    idempotency_key = serializers.CharField(max_length=200, required=False, allow_null=True, allow_blank=False)
+    idempotency_key = serializers.CharField(
+        max_length=200, required=False, allow_null=True, allow_blank=False
+    )
     cache = serializers.BooleanField(default=True)
 
     def validate_max_attempts(self, value: int | None) -> int | None:
@@ -49,7 +55,9 @@ class BulkSubmitSerializer(serializers.Serializer):
 
     def validate_jobs(self, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if len(value) > conf.MAX_BULK_JOBS:
-            raise serializers.ValidationError(f"at most {conf.MAX_BULK_JOBS} jobs per request; got {len(value)}")
+            raise serializers.ValidationError(
+                f"at most {conf.MAX_BULK_JOBS} jobs per request; got {len(value)}"
+            )
         seen: dict[str, int] = {}
         for i, job in enumerate(value):
             key = job.get("idempotency_key")
@@ -64,11 +72,16 @@ class BulkSubmitSerializer(serializers.Serializer):
     def to_specs(self) -> list[JobSpec]:
         specs = []
         for d in self.validated_data["jobs"]:
-            specs.append(JobSpec(
-                kind=d["kind"], payload=d["payload"], priority=d["priority"],
-                max_attempts=d.get("max_attempts"), idempotency_key=d.get("idempotency_key"),
-                cache=d["cache"],
-            ))
+            specs.append(
+                JobSpec(
+                    kind=d["kind"],
+                    payload=d["payload"],
+                    priority=d["priority"],
+                    max_attempts=d.get("max_attempts"),
+                    idempotency_key=d.get("idempotency_key"),
+                    cache=d["cache"],
+                )
+            )
         return specs
 
 
@@ -79,21 +92,40 @@ class JobSerializer(serializers.ModelSerializer):
     class Meta:
         model = Job
         fields = [
-            "id", "status", "kind", "priority", "payload", "result", "error", "attempts",
-            "max_attempts", "endpoint", "cache_hit", "created_at", "started_at", "finished_at",
-            "idempotency_key", "batch",
+            "id",
+            "status",
+            "kind",
+            "priority",
+            "payload",
+            "result",
+            "error",
+            "attempts",
+            "max_attempts",
+            "endpoint",
+            "cache_hit",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "idempotency_key",
+            "batch",
         ]
         read_only_fields = fields
 
 
 class EndpointSerializer(serializers.ModelSerializer):
     models = serializers.ListField(
-        source="served_models", child=serializers.CharField(max_length=200), allow_empty=False,
+        source="served_models",
+        child=serializers.CharField(max_length=200),
+        allow_empty=False,
         help_text="model names this endpoint serves",
     )
     api_key = serializers.CharField(
-        write_only=True, required=False, allow_blank=True, max_length=500,
-        style={"input_type": "password"}, help_text="sent as Authorization: Bearer; never returned",
+        write_only=True,
+        required=False,
+        allow_blank=True,
+        max_length=500,
+        style={"input_type": "password"},
+        help_text="sent as Authorization: Bearer; never returned",
     )
     weight = serializers.IntegerField(min_value=1, max_value=1000, default=1)
     max_concurrency = serializers.IntegerField(min_value=1, max_value=10000, default=64)
@@ -104,8 +136,19 @@ class EndpointSerializer(serializers.ModelSerializer):
     class Meta:
         model = Endpoint
         fields = [
-            "id", "name", "base_url", "api_key", "models", "weight", "max_concurrency",
-            "rpm_limit", "tpm_limit", "timeout_s", "enabled", "healthy", "breaker_state",
+            "id",
+            "name",
+            "base_url",
+            "api_key",
+            "models",
+            "weight",
+            "max_concurrency",
+            "rpm_limit",
+            "tpm_limit",
+            "timeout_s",
+            "enabled",
+            "healthy",
+            "breaker_state",
             "latency_ms",
         ]
         read_only_fields = ["id", "healthy", "breaker_state", "latency_ms"]

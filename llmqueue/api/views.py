@@ -54,13 +54,17 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     def get_queryset(self) -> QuerySet[Job]:
         if getattr(self, "swagger_fake_view", False):  # drf-spectacular building the schema
             return Job.objects.none()
-        return selectors.jobs_of(owner=self.request.user, status=self.request.query_params.get("status"))
+        return selectors.jobs_of(
+            owner=self.request.user, status=self.request.query_params.get("status")
+        )
 
     @extend_schema(parameters=[OpenApiParameter("status", str, enum=[s.value for s in Status])])
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         status_filter = request.query_params.get("status")
         if status_filter and status_filter not in Status.values:
-            raise serializers.ValidationError({"status": [f"must be one of {', '.join(Status.values)}"]})
+            raise serializers.ValidationError(
+                {"status": [f"must be one of {', '.join(Status.values)}"]}
+            )
         return super().list(request, *args, **kwargs)
 
     @extend_schema(request=JobSubmitSerializer, responses={201: JobSerializer, 200: JobSerializer})
@@ -73,7 +77,8 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         incoming.is_valid(raise_exception=True)
         job, created = job_submit(owner=request.user, spec=incoming.to_spec())
         return Response(
-            JobSerializer(job).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
+            JobSerializer(job).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
 
     @extend_schema(request=BulkSubmitSerializer, responses={201: JobSerializer(many=True)})
@@ -94,7 +99,13 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         )
 
     @extend_schema(
-        parameters=[OpenApiParameter("wait", float, description="hold the answer up to N seconds (max 60) until the job is terminal")]
+        parameters=[
+            OpenApiParameter(
+                "wait",
+                float,
+                description="hold the answer up to N seconds (max 60) until the job is terminal",
+            )
+        ]
     )
     def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         job = self.get_object()
@@ -103,9 +114,13 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             try:
                 wait = float(raw)
             except ValueError:
-                raise serializers.ValidationError({"wait": ["must be a number of seconds"]}) from None
+                raise serializers.ValidationError(
+                    {"wait": ["must be a number of seconds"]}
+                ) from None
             if not 0 <= wait <= conf.MAX_WAIT_S:
-                raise serializers.ValidationError({"wait": [f"must be between 0 and {conf.MAX_WAIT_S:g}"]})
+                raise serializers.ValidationError(
+                    {"wait": [f"must be between 0 and {conf.MAX_WAIT_S:g}"]}
+                )
             deadline = time.monotonic() + wait
             while not job.is_terminal and time.monotonic() < deadline:
                 time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))

@@ -15,16 +15,25 @@ from llmqueue.validation import payload_problems
 class JobForm(forms.Form):
     kind = forms.ChoiceField(choices=Kind.choices, initial=Kind.CHAT)
     model = forms.ChoiceField(choices=[], help_text="models that an enabled endpoint serves")
-    system = forms.CharField(label="System prompt", required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    system = forms.CharField(
+        label="System prompt", required=False, widget=forms.Textarea(attrs={"rows": 2})
+    )
     prompt = forms.CharField(
-        label="Message", required=False, widget=forms.Textarea(attrs={"rows": 5}),
+        label="Message",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 5}),
         help_text="the user message (chat), the prompt (completion) or the text to embed",
     )
     parameters = forms.CharField(
-        label="Other parameters (JSON object)", required=False, initial="{}",
-        widget=forms.Textarea(attrs={"rows": 2}), help_text='e.g. {"temperature": 0.2, "max_tokens": 256}',
+        label="Other parameters (JSON object)",
+        required=False,
+        initial="{}",
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text='e.g. {"temperature": 0.2, "max_tokens": 256}',
     )
-    priority = forms.IntegerField(min_value=0, max_value=9, initial=5, help_text="0-9, higher runs first")
+    priority = forms.IntegerField(
+        min_value=0, max_value=9, initial=5, help_text="0-9, higher runs first"
+    )
     max_attempts = forms.IntegerField(min_value=1, required=False)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -52,7 +61,9 @@ class JobForm(forms.Form):
         text = data.get("prompt", "")
         if data["kind"] == Kind.CHAT:
             messages = [{"role": "system", "content": data["system"]}] if data.get("system") else []
-            payload["messages"] = [*messages, {"role": "user", "content": text}] if text else messages
+            payload["messages"] = (
+                [*messages, {"role": "user", "content": text}] if text else messages
+            )
             if not text:
                 self.add_error("prompt", "a chat needs a message")
                 return data
@@ -69,4 +80,9 @@ class JobForm(forms.Form):
 
     def to_spec(self) -> JobSpec:
         d = self.cleaned_data
-        return JobSpec(kind=d["kind"], payload=d["payload"], priority=d["priority"], max_attempts=d.get("max_attempts"))
+        return JobSpec(
+            kind=d["kind"],
+            payload=d["payload"],
+            priority=d["priority"],
+            max_attempts=d.get("max_attempts"),
+        )

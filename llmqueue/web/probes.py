@@ -23,7 +23,9 @@ def readyz(request: HttpRequest) -> JsonResponse:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
     except Exception as exc:
-        return JsonResponse({"status": "unavailable", "reason": f"database: {type(exc).__name__}"}, status=503)
+        return JsonResponse(
+            {"status": "unavailable", "reason": f"database: {type(exc).__name__}"}, status=503
+        )
     from django_q.models import Schedule
 
     # The scheduler records the task it started and moves next_run on; a schedule that never

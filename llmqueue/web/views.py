@@ -26,8 +26,14 @@ def job_list(request: HttpRequest) -> HttpResponse:
     status = request.GET.get("status") or None
     if status not in Status.values:
         status = None
-    page = Paginator(selectors.jobs_of(owner=request.user, status=status), 50).get_page(request.GET.get("page"))
-    return render(request, "llmqueue/job_list.html", {"page": page, "status": status, "statuses": Status.values})
+    page = Paginator(selectors.jobs_of(owner=request.user, status=status), 50).get_page(
+        request.GET.get("page")
+    )
+    return render(
+        request,
+        "llmqueue/job_list.html",
+        {"page": page, "status": status, "statuses": Status.values},
+    )
 
 
 @login_required

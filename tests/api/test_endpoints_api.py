@@ -7,8 +7,13 @@ from llmqueue.models import Endpoint
 pytestmark = pytest.mark.django_db
 
 NEW = {
-    "name": "vllm-a", "base_url": "http://10.0.0.5:8000/v1/", "api_key": "sk-live-SECRET-123",
-    "models": ["llama-3-8b"], "weight": 2, "max_concurrency": 32, "timeout_s": 60,
+    "name": "vllm-a",
+    "base_url": "http://10.0.0.5:8000/v1/",
+    "api_key": "sk-live-SECRET-123",
+    "models": ["llama-3-8b"],
+    "weight": 2,
+    "max_concurrency": 32,
+    "timeout_s": 60,
 }
 
 
@@ -18,7 +23,9 @@ def test_staff_crud_and_the_key_is_write_only(staff_api):
     body = r.json()
     assert "api_key" not in body and "SECRET" not in r.content.decode()
     assert body["models"] == ["llama-3-8b"] and body["base_url"] == "http://10.0.0.5:8000/v1"
-    assert body["breaker_state"] == "closed" and body["healthy"] is True and body["latency_ms"] is None
+    assert (
+        body["breaker_state"] == "closed" and body["healthy"] is True and body["latency_ms"] is None
+    )
     assert Endpoint.objects.get().api_key == "sk-live-SECRET-123"
     pk = body["id"]
     r = staff_api.patch(f"/api/endpoints/{pk}/", {"weight": 5, "enabled": False}, format="json")

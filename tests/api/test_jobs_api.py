@@ -18,8 +18,22 @@ from tests.factories import chat_payload, chat_spec
 pytestmark = pytest.mark.django_db
 
 JOB_FIELDS = {
-    "id", "status", "kind", "priority", "payload", "result", "error", "attempts", "max_attempts",
-    "endpoint", "cache_hit", "created_at", "started_at", "finished_at", "idempotency_key", "batch",
+    "id",
+    "status",
+    "kind",
+    "priority",
+    "payload",
+    "result",
+    "error",
+    "attempts",
+    "max_attempts",
+    "endpoint",
+    "cache_hit",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "idempotency_key",
+    "batch",
 }
 
 
@@ -33,7 +47,9 @@ def test_submit_returns_the_job(api, echo_endpoint):
 
 
 def test_anonymous_is_refused(echo_endpoint):
-    assert APIClient().post("/api/jobs/", {"payload": chat_payload()}, format="json").status_code in (401, 403)
+    assert APIClient().post(
+        "/api/jobs/", {"payload": chat_payload()}, format="json"
+    ).status_code in (401, 403)
 
 
 def test_token_auth(user, echo_endpoint):
@@ -48,14 +64,22 @@ def test_token_auth(user, echo_endpoint):
 @pytest.mark.parametrize(
     ("body", "field", "fragment"),
     [
-        ({"payload": {"messages": [{"role": "user", "content": "x"}]}}, "payload", "model: required"),
+        (
+            {"payload": {"messages": [{"role": "user", "content": "x"}]}},
+            "payload",
+            "model: required",
+        ),
         ({"payload": {"model": "echo"}}, "payload", "messages: required"),
         ({"kind": "completion", "payload": {"model": "echo"}}, "payload", "prompt: required"),
         ({"kind": "embedding", "payload": {"model": "echo"}}, "payload", "input: required"),
         ({"kind": "image", "payload": chat_payload()}, "kind", "not a valid choice"),
         ({"payload": chat_payload(), "priority": 10}, "priority", "less than or equal to 9"),
         ({"payload": chat_payload(), "priority": -1}, "priority", "greater than or equal to 0"),
-        ({"payload": chat_payload(), "max_attempts": 0}, "max_attempts", "greater than or equal to 1"),
+        (
+            {"payload": chat_payload(), "max_attempts": 0},
+            "max_attempts",
+            "greater than or equal to 1",
+        ),
         ({"payload": chat_payload(), "max_attempts": 99}, "max_attempts", "at most 20"),
         ({"payload": "hello"}, "payload", "dictionary"),
         ({}, "payload", "required"),
@@ -80,8 +104,12 @@ def test_payload_over_the_limit_is_413(api, echo_endpoint, settings):
 
 
 def test_idempotency_key_returns_200_with_the_same_job(api, echo_endpoint):
-    first = api.post("/api/jobs/", {"payload": chat_payload(), "idempotency_key": "abc"}, format="json")
-    again = api.post("/api/jobs/", {"payload": chat_payload("other"), "idempotency_key": "abc"}, format="json")
+    first = api.post(
+        "/api/jobs/", {"payload": chat_payload(), "idempotency_key": "abc"}, format="json"
+    )
+    again = api.post(
+        "/api/jobs/", {"payload": chat_payload("other"), "idempotency_key": "abc"}, format="json"
+    )
     assert (first.status_code, again.status_code) == (201, 200)
     assert first.json()["id"] == again.json()["id"]
 
@@ -103,7 +131,11 @@ def test_bulk_limits(api, echo_endpoint, settings):
     settings.LLMQUEUE = {"MAX_BULK_JOBS": 2}
     r = api.post("/api/jobs/bulk/", {"jobs": [{"payload": chat_payload()}] * 3}, format="json")
     assert r.status_code == 400 and "at most 2 jobs" in json.dumps(r.json())
-    r = api.post("/api/jobs/bulk/", {"jobs": [{"payload": chat_payload(), "idempotency_key": "k"}] * 2}, format="json")
+    r = api.post(
+        "/api/jobs/bulk/",
+        {"jobs": [{"payload": chat_payload(), "idempotency_key": "k"}] * 2},
+        format="json",
+    )
     assert r.status_code == 400 and "also used by jobs[0]" in json.dumps(r.json())
     assert api.post("/api/jobs/bulk/", {"jobs": []}, format="json").status_code == 400
 
@@ -177,6 +209,14 @@ def test_schema_documents_the_routes(api):
     r = api.get("/api/schema/?format=json")
     assert r.status_code == 200
     paths = r.json()["paths"]
-    for route in ["/api/jobs/", "/api/jobs/bulk/", "/api/jobs/{id}/", "/api/jobs/{id}/cancel/",
-                  "/api/jobs/{id}/retry/", "/api/endpoints/", "/api/endpoints/{id}/", "/api/stats/"]:
+    for route in [
+        "/api/jobs/",
+        "/api/jobs/bulk/",
+        "/api/jobs/{id}/",
+        "/api/jobs/{id}/cancel/",
+        "/api/jobs/{id}/retry/",
+        "/api/endpoints/",
+        "/api/endpoints/{id}/",
+        "/api/stats/",
+    ]:
         assert route in paths, route

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import pytest
@@ -22,7 +23,10 @@ def statuses() -> dict[str, int]:
 
 
 def all_finished(n: int) -> bool:
-    return Job.objects.filter(status__in=[Status.SUCCEEDED, Status.DEAD, Status.CANCELLED]).count() == n
+    return (
+        Job.objects.filter(status__in=[Status.SUCCEEDED, Status.DEAD, Status.CANCELLED]).count()
+        == n
+    )
 
 
 def test_a_thousand_jobs_all_succeed(cluster, standin):
@@ -46,11 +50,21 @@ def test_high_priority_job_overtakes_a_backlog(cluster, standin):
     standin.control(latency_ms=150)
     jobs_submit_many(owner=owner, specs=[chat_spec(f"low {i}", priority=1) for i in range(30)])
     cluster()
-    wait_until(lambda: Job.objects.filter(status=Status.SUCCEEDED).count() >= 4, timeout=30, what="the backlog to flow")
+    wait_until(
+        lambda: Job.objects.filter(status=Status.SUCCEEDED).count() >= 4,
+        timeout=30,
+        what="the backlog to flow",
+    )
     urgent, _ = job_submit(owner=owner, spec=chat_spec("urgent", priority=9))
-    wait_until(lambda: Job.objects.get(pk=urgent.pk).status == Status.SUCCEEDED, timeout=30, what="the urgent job")
+    wait_until(
+        lambda: Job.objects.get(pk=urgent.pk).status == Status.SUCCEEDED,
+        timeout=30,
+        what="the urgent job",
+    )
     urgent.refresh_from_db()
-    overtook = Job.objects.filter(priority=1, started_at__gt=urgent.created_at, started_at__lt=urgent.started_at)
+    overtook = Job.objects.filter(
+        priority=1, started_at__gt=urgent.created_at, started_at__lt=urgent.started_at
+    )
     # At most one claim that was already under way when the urgent job committed may win.
     assert overtook.count() <= 1
     still_waiting = Job.objects.filter(
@@ -66,7 +80,11 @@ def test_kill_9_mid_flight_loses_nothing(cluster, standin):
     standin.control(latency_ms=300)
     jobs_submit_many(owner=owner, specs=[chat_spec(f"crash {i}") for i in range(300)])
     first = cluster()
-    wait_until(lambda: Job.objects.filter(status=Status.RUNNING).count() >= 20, timeout=30, what="calls in flight")
+    wait_until(
+        lambda: Job.objects.filter(status=Status.RUNNING).count() >= 20,
+        timeout=30,
+        what="calls in flight",
+    )
     first.kill()
     in_flight_at_kill = Job.objects.filter(status=Status.RUNNING).count()
     assert in_flight_at_kill > 0
@@ -91,9 +109,13 @@ def test_503_dead_letter_then_retry_from_admin_and_api(cluster, standin, client:
         job.refresh_from_db()
         assert job.status == Status.DEAD and job.attempts == 4
         assert job.error == "gave up after 4 attempts; last error: HTTP 503: stand-in says 503"
-        starts = list(JobAttempt.objects.filter(job=job).order_by("number").values_list("started_at", flat=True))
+        starts = list(
+            JobAttempt.objects.filter(job=job)
+            .order_by("number")
+            .values_list("started_at", flat=True)
+        )
         assert len(starts) == 4
-        gaps = [(b - a).total_seconds() for a, b in zip(starts, starts[1:], strict=False)]
+        gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(starts)]
         # full jitter within a doubling window (base 0.05 s, cap 0.4 s), plus the poll interval
         for n, gap in enumerate(gaps, start=1):
             assert 0 <= gap <= min(0.4, 0.05 * 2 ** (n - 1)) + 0.6, gaps
@@ -114,7 +136,11 @@ def test_503_dead_letter_then_retry_from_admin_and_api(cluster, standin, client:
     api = APIClient()
     api.force_authenticate(owner)
     assert api.post(f"/api/jobs/{b.pk}/retry/").status_code == 200
-    wait_until(lambda: Job.objects.filter(status=Status.SUCCEEDED).count() == 2, timeout=30, what="retried jobs")
+    wait_until(
+        lambda: Job.objects.filter(status=Status.SUCCEEDED).count() == 2,
+        timeout=30,
+        what="retried jobs",
+    )
     a.refresh_from_db()
     assert a.attempts == 1 and a.result["choices"][0]["message"]["content"] == "echo: a"
 
@@ -123,7 +149,9 @@ def test_400_is_one_attempt_and_keeps_the_upstream_message(cluster, standin):
     owner = make_user()
     make_endpoint(base_url=standin.base_url)
     standin.control(status=400, message="max_tokens is too large: 999999")
-    job, _ = job_submit(owner=owner, spec=JobSpec(kind="chat", payload=chat_payload(max_tokens=999999)))
+    job, _ = job_submit(
+        owner=owner, spec=JobSpec(kind="chat", payload=chat_payload(max_tokens=999999))
+    )
     cluster()
     wait_until(lambda: all_finished(1), timeout=30, what="the dead letter")
     job.refresh_from_db()

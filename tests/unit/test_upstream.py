@@ -12,11 +12,21 @@ from llmqueue.jobs import Claim, Target
 from llmqueue.models import Outcome
 from llmqueue.upstream import Upstream, parse_retry_after
 
-TARGET = Target(id=1, name="ep", base_url="http://upstream.test/v1", api_key="sk-secret", timeout_s=5)
+TARGET = Target(
+    id=1, name="ep", base_url="http://upstream.test/v1", api_key="sk-secret", timeout_s=5
+)
 
 
 def claim(kind: str = "chat") -> Claim:
-    return Claim(job_id=1, token="t", kind=kind, payload={"model": "m"}, attempt=1, max_attempts=5, target=TARGET)
+    return Claim(
+        job_id=1,
+        token="t",
+        kind=kind,
+        payload={"model": "m"},
+        attempt=1,
+        max_attempts=5,
+        target=TARGET,
+    )
 
 
 def run(handler, kind: str = "chat"):
@@ -29,7 +39,8 @@ def run(handler, kind: str = "chat"):
     async def go():
         up = Upstream(max_connections=4)
         up._clients[(TARGET.id, TARGET.base_url, TARGET.api_key)] = httpx.AsyncClient(
-            base_url=TARGET.base_url, transport=httpx.MockTransport(wrapped),
+            base_url=TARGET.base_url,
+            transport=httpx.MockTransport(wrapped),
             headers={"Authorization": f"Bearer {TARGET.api_key}"},
         )
         try:
@@ -40,7 +51,14 @@ def run(handler, kind: str = "chat"):
     return asyncio.run(go()), seen
 
 
-@pytest.mark.parametrize(("kind", "path"), [("chat", "/v1/chat/completions"), ("completion", "/v1/completions"), ("embedding", "/v1/embeddings")])
+@pytest.mark.parametrize(
+    ("kind", "path"),
+    [
+        ("chat", "/v1/chat/completions"),
+        ("completion", "/v1/completions"),
+        ("embedding", "/v1/embeddings"),
+    ],
+)
 def test_routes_by_kind_and_sends_the_key(kind, path):
     result, seen = run(lambda r: httpx.Response(200, json={"ok": 1}), kind)
     assert result.outcome == Outcome.SUCCESS and result.body == {"ok": 1}
@@ -50,8 +68,16 @@ def test_routes_by_kind_and_sends_the_key(kind, path):
 
 @pytest.mark.parametrize(
     ("status", "outcome"),
-    [(500, Outcome.RETRY), (502, Outcome.RETRY), (503, Outcome.RETRY), (429, Outcome.RETRY),
-     (400, Outcome.REJECTED), (401, Outcome.REJECTED), (404, Outcome.REJECTED), (422, Outcome.REJECTED)],
+    [
+        (500, Outcome.RETRY),
+        (502, Outcome.RETRY),
+        (503, Outcome.RETRY),
+        (429, Outcome.RETRY),
+        (400, Outcome.REJECTED),
+        (401, Outcome.REJECTED),
+        (404, Outcome.REJECTED),
+        (422, Outcome.REJECTED),
+    ],
 )
 def test_status_classes(status, outcome):
     result, _ = run(lambda r: httpx.Response(status, json={"error": {"message": f"nope {status}"}}))

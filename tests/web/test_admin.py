@@ -25,24 +25,49 @@ def dead_job(owner):
 
 
 def test_add_endpoint_in_the_admin(admin_web):
-    r = admin_web.post("/admin/llmqueue/endpoint/add/", {
-        "name": "local-vllm", "base_url": "http://127.0.0.1:8001/v1/", "api_key": "sk-abc",
-        "served_models": "llama, qwen", "weight": 1, "max_concurrency": 16, "timeout_s": 60, "enabled": "on",
-    })
+    r = admin_web.post(
+        "/admin/llmqueue/endpoint/add/",
+        {
+            "name": "local-vllm",
+            "base_url": "http://127.0.0.1:8001/v1/",
+            "api_key": "sk-abc",
+            "served_models": "llama, qwen",
+            "weight": 1,
+            "max_concurrency": 16,
+            "timeout_s": 60,
+            "enabled": "on",
+        },
+    )
     assert r.status_code == 302, r.content.decode()[:3000]
     ep = Endpoint.objects.get()
-    assert ep.base_url == "http://127.0.0.1:8001/v1" and ep.served_models == ["llama", "qwen"] and ep.api_key == "sk-abc"
+    assert (
+        ep.base_url == "http://127.0.0.1:8001/v1"
+        and ep.served_models == ["llama", "qwen"]
+        and ep.api_key == "sk-abc"
+    )
     page = admin_web.get(f"/admin/llmqueue/endpoint/{ep.pk}/change/").content.decode()
     assert "sk-abc" not in page and 'type="password"' in page
 
 
 def test_endpoint_form_errors(admin_web):
-    r = admin_web.post("/admin/llmqueue/endpoint/add/", {
-        "name": "x", "base_url": "http://h/v1", "served_models": " , ", "weight": 1,
-        "max_concurrency": 1, "timeout_s": 0, "enabled": "on",
-    })
+    r = admin_web.post(
+        "/admin/llmqueue/endpoint/add/",
+        {
+            "name": "x",
+            "base_url": "http://h/v1",
+            "served_models": " , ",
+            "weight": 1,
+            "max_concurrency": 1,
+            "timeout_s": 0,
+            "enabled": "on",
+        },
+    )
     page = r.content.decode()
-    assert r.status_code == 200 and "name at least one model" in page and "between 0.1 and 3600" in page
+    assert (
+        r.status_code == 200
+        and "name at least one model" in page
+        and "between 0.1 and 3600" in page
+    )
 
 
 def test_enable_disable_actions(admin_web):
@@ -61,8 +86,11 @@ def test_dead_letters_section_lists_only_dead_jobs_and_retries_them(admin_web, u
     page = admin_web.get(reverse("admin:llmqueue_deadletter_changelist")).content.decode()
     assert f"/admin/llmqueue/deadletter/{dead.pk}/change/" in page
     assert f"/admin/llmqueue/deadletter/{alive.pk}/change/" not in page
-    r = admin_web.post(reverse("admin:llmqueue_deadletter_changelist"),
-                       {"action": "retry_selected", "_selected_action": [dead.pk]}, follow=True)
+    r = admin_web.post(
+        reverse("admin:llmqueue_deadletter_changelist"),
+        {"action": "retry_selected", "_selected_action": [dead.pk]},
+        follow=True,
+    )
     assert "Queued 1 job(s) again." in r.content.decode()
     dead.refresh_from_db()
     assert dead.status == Status.QUEUED and dead.attempts == 0 and dead.error == ""
@@ -70,11 +98,15 @@ def test_dead_letters_section_lists_only_dead_jobs_and_retries_them(admin_web, u
 
 def test_retry_button_on_a_dead_letters_page(admin_web, user, echo_endpoint):
     dead = dead_job(user)
-    page = admin_web.get(reverse("admin:llmqueue_deadletter_change", args=[dead.pk])).content.decode()
+    page = admin_web.get(
+        reverse("admin:llmqueue_deadletter_change", args=[dead.pk])
+    ).content.decode()
     retry_url = reverse("admin:llmqueue_deadletter_retry", args=[dead.pk])
     assert retry_url in page and "HTTP 503: down" in page
     r = admin_web.post(retry_url)
-    assert r.status_code == 302 and r["Location"] == reverse("admin:llmqueue_job_change", args=[dead.pk])
+    assert r.status_code == 302 and r["Location"] == reverse(
+        "admin:llmqueue_job_change", args=[dead.pk]
+    )
     dead.refresh_from_db()
     assert dead.status == Status.QUEUED
     # a second click finds it no longer dead, and says so

@@ -28,23 +28,36 @@ def test_pages_need_login(client):
 def test_login_page_logs_in(client, user):
     r = client.get("/accounts/login/")
     assert r.status_code == 200 and b'name="username"' in r.content
-    r = client.post("/accounts/login/", {"username": user.username, "password": "pw-" + user.username})
+    r = client.post(
+        "/accounts/login/", {"username": user.username, "password": "pw-" + user.username}
+    )
     assert r.status_code == 302 and r["Location"] == "/"
 
 
 def test_submit_form_creates_a_chat_job(web, user, echo_endpoint):
     page = web.get("/jobs/new/")
     assert page.status_code == 200 and b'<option value="echo"' in page.content
-    r = web.post("/jobs/new/", {
-        "kind": "chat", "model": "echo", "system": "be brief", "prompt": "hello there",
-        "parameters": '{"temperature": 0.2}', "priority": 8,
-    })
+    r = web.post(
+        "/jobs/new/",
+        {
+            "kind": "chat",
+            "model": "echo",
+            "system": "be brief",
+            "prompt": "hello there",
+            "parameters": '{"temperature": 0.2}',
+            "priority": 8,
+        },
+    )
     job = Job.objects.get()
     assert r.status_code == 302 and r["Location"] == f"/jobs/{job.pk}/"
     assert job.owner == user and job.priority == 8
     assert job.payload == {
-        "temperature": 0.2, "model": "echo",
-        "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello there"}],
+        "temperature": 0.2,
+        "model": "echo",
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "hello there"},
+        ],
     }
 
 
@@ -60,15 +73,34 @@ def test_submit_form_creates_a_chat_job(web, user, echo_endpoint):
     ],
 )
 def test_submit_form_shows_errors_inline(web, echo_endpoint, change, message):
-    form = {"kind": "chat", "model": "echo", "prompt": "hi", "parameters": "{}", "priority": 5, **change}
+    form = {
+        "kind": "chat",
+        "model": "echo",
+        "prompt": "hi",
+        "parameters": "{}",
+        "priority": 5,
+        **change,
+    }
     r = web.post("/jobs/new/", form)
     assert r.status_code == 200 and message in r.content.decode()
     assert not Job.objects.exists()
 
 
 def test_completion_and_embedding_from_the_form(web, echo_endpoint):
-    web.post("/jobs/new/", {"kind": "completion", "model": "echo", "prompt": "once", "parameters": "{}", "priority": 5})
-    web.post("/jobs/new/", {"kind": "embedding", "model": "echo", "prompt": "vec", "parameters": "{}", "priority": 5})
+    web.post(
+        "/jobs/new/",
+        {
+            "kind": "completion",
+            "model": "echo",
+            "prompt": "once",
+            "parameters": "{}",
+            "priority": 5,
+        },
+    )
+    web.post(
+        "/jobs/new/",
+        {"kind": "embedding", "model": "echo", "prompt": "vec", "parameters": "{}", "priority": 5},
+    )
     payloads = {j.kind: j.payload for j in Job.objects.all()}
     assert payloads["completion"] == {"model": "echo", "prompt": "once"}
     assert payloads["embedding"] == {"model": "echo", "input": "vec"}
@@ -103,11 +135,16 @@ def test_dashboard_lists_endpoints(web):
 
 
 def test_demo_endpoint_is_off_unless_enabled(client, settings):
-    assert client.post("/demo/v1/chat/completions", "{}", content_type="application/json").status_code == 404
+    assert (
+        client.post("/demo/v1/chat/completions", "{}", content_type="application/json").status_code
+        == 404
+    )
     settings.LLMQUEUE = {"DEMO_ENDPOINT": True}
-    r = client.post("/demo/v1/chat/completions",
-                    '{"model": "echo", "messages": [{"role": "user", "content": "ping"}]}',
-                    content_type="application/json")
+    r = client.post(
+        "/demo/v1/chat/completions",
+        '{"model": "echo", "messages": [{"role": "user", "content": "ping"}]}',
+        content_type="application/json",
+    )
     assert r.json()["choices"][0]["message"]["content"] == "echo: ping"
     assert client.get("/demo/v1/models").json()["data"][0]["id"] == "echo"
 

@@ -32,10 +32,14 @@ class Command(BaseCommand):
         # Each child leads its own process group, so that a stop reaches every process in it
         # (the qcluster's workers included) and each child is stopped the way it expects.
         children = [
-            subprocess.Popen([*manage, "runserver", "--noreload", f"{host}:{port}"], start_new_session=True),
+            subprocess.Popen(
+                [*manage, "runserver", "--noreload", f"{host}:{port}"], start_new_session=True
+            ),
             subprocess.Popen([*manage, "qcluster"], start_new_session=True),
         ]
-        self.stdout.write(self.style.SUCCESS(f"llmqueue on http://{host}:{port}/  (Ctrl-C stops it)"))
+        self.stdout.write(
+            self.style.SUCCESS(f"llmqueue on http://{host}:{port}/  (Ctrl-C stops it)")
+        )
         stopping = False
 
         def stop(signum: int, frame: Any) -> None:
@@ -58,6 +62,8 @@ class Command(BaseCommand):
                 except subprocess.TimeoutExpired:
                     os.killpg(c.pid, signal.SIGKILL)
                     c.wait()
-        failed = [c for c in children if c.returncode not in (0, -signal.SIGINT, -signal.SIGTERM, None)]
+        failed = [
+            c for c in children if c.returncode not in (0, -signal.SIGINT, -signal.SIGTERM, None)
+        ]
         if failed and not stopping:
             raise CommandError("a child process exited unexpectedly; see its output above")
