@@ -221,7 +221,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {
         "httpx": {"level": "WARNING"},
-        "django_q": {"level": os.environ.get("Q_LOG_LEVEL", "WARNING")},
+        "django-q": {"level": os.environ.get("Q_LOG_LEVEL", "WARNING")},
     },
 }
 # `make run` serves the admin's CSS without a collectstatic step.

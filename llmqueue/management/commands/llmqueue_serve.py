@@ -30,13 +30,14 @@ class Command(BaseCommand):
             raise CommandError(f"--port: {port} is not a TCP port")
         manage = [sys.executable, sys.argv[0]]
         # Each child leads its own process group, so that a stop reaches every process in it
-        # (the qcluster's workers included) and each child is stopped the way it expects.
-        children = [
-            subprocess.Popen(
-                [*manage, "runserver", "--noreload", f"{host}:{port}"], start_new_session=True
-            ),
-            subprocess.Popen([*manage, "qcluster"], start_new_session=True),
-        ]
+        # (the cluster's workers included), each by the signal that stops it cleanly: SIGINT
+        # for the cluster (see llmqueue.drain), SIGTERM for the web server (a shell may have
+        # started us with SIGINT ignored, and children inherit that).
+        web = subprocess.Popen(
+            [*manage, "runserver", "--noreload", f"{host}:{port}"], start_new_session=True
+        )
+        workers = subprocess.Popen([*manage, "qcluster"], start_new_session=True)
+        children = [(web, signal.SIGTERM), (workers, signal.SIGINT)]
         self.stdout.write(
             self.style.SUCCESS(f"llmqueue on http://{host}:{port}/  (Ctrl-C stops it)")
         )
@@ -49,21 +50,18 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
         try:
-            while not stopping and all(c.poll() is None for c in children):
+            while not stopping and web.poll() is None and workers.poll() is None:
                 time.sleep(0.2)
         finally:
-            for c in children:
-                if c.poll() is None:
-                    os.killpg(c.pid, signal.SIGINT)  # as Ctrl-C: each child's clean stop
+            for child, stop_signal in children:
+                if child.poll() is None:
+                    os.killpg(child.pid, stop_signal)
             deadline = time.monotonic() + 30
-            for c in children:
+            for child, _ in children:
                 try:
-                    c.wait(timeout=max(0.1, deadline - time.monotonic()))
+                    child.wait(timeout=max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
-                    os.killpg(c.pid, signal.SIGKILL)
-                    c.wait()
-        failed = [
-            c for c in children if c.returncode not in (0, -signal.SIGINT, -signal.SIGTERM, None)
-        ]
-        if failed and not stopping:
+                    os.killpg(child.pid, signal.SIGKILL)
+                    child.wait()
+        if not stopping:
             raise CommandError("a child process exited unexpectedly; see its output above")
