@@ -51,10 +51,22 @@ class Endpoint(models.Model):
     tpm_limit = models.PositiveIntegerField(null=True, blank=True)
     timeout_s = models.FloatField(default=120.0)
     enabled = models.BooleanField(default=True)
+    # --- health (llmqueue.health): active checks of GET {base_url}/models ---
     healthy = models.BooleanField(default=True)
-    breaker_state = models.CharField(max_length=10, default="closed")
-    latency_ms = models.FloatField(null=True, blank=True)
+    health_failures = models.PositiveIntegerField(default=0, help_text="consecutive failed checks")
+    health_successes = models.PositiveIntegerField(default=0, help_text="consecutive good checks")
+    last_check_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
+    # --- circuit breaker (llmqueue.breaker): the state, and its version for compare-and-set ---
+    breaker_state = models.CharField(max_length=10, default="closed")
+    breaker = models.JSONField(default=dict, blank=True)
+    breaker_version = models.PositiveBigIntegerField(default=0)
+    # --- what the balancer reads (llmqueue.balancer): peak-EWMA latency, fading failure share ---
+    latency_ms = models.FloatField(null=True, blank=True)
+    latency_at = models.FloatField(null=True, blank=True, help_text="epoch seconds")
+    recent_failures = models.FloatField(default=0.0)
+    recent_calls = models.FloatField(default=0.0)
+    recent_at = models.FloatField(default=0.0, help_text="epoch seconds")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -105,6 +117,9 @@ class Job(models.Model):
     )
     result = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True, default="")
+    #: LLM tokens: estimated at submission (prompt + max_tokens), then as the upstream counted
+    tokens_estimate = models.PositiveIntegerField(default=0)
+    tokens_used = models.PositiveIntegerField(null=True, blank=True)
     cache = models.BooleanField(default=True)
     cache_hit = models.BooleanField(default=False)
     # NULL, not "": the unique (owner, key) constraint must not apply to jobs without a key
@@ -141,6 +156,7 @@ class Job(models.Model):
                 fields=["available_at"], condition=Q(status="queued"), name="job_next_due"
             ),
             models.Index(fields=["owner", "-id"], name="job_owner_recent"),
+            models.Index(fields=["owner", "created_at"], name="job_owner_created"),
             models.Index(fields=["owner", "status", "-id"], name="job_owner_status"),
             models.Index(fields=["status"], name="job_status"),
         ]
@@ -212,3 +228,57 @@ class DrainSlot(models.Model):
 
     def __str__(self) -> str:
         return f"{self.host}#{self.number}"
+
+
+class TokenBucket(models.Model):
+    """A token bucket's state (llmqueue.buckets): one row per scope and key.
+
+    ``scope`` is "global", "endpoint-rpm", "endpoint-tpm", "user-rpm", "user-tpm"...; ``key`` the
+    endpoint or user it limits. Every take is one compare-and-set on ``version``.
+    """
+
+    scope = models.CharField(max_length=20)
+    key = models.CharField(max_length=100, blank=True, default="")
+    capacity = models.FloatField()
+    refill_per_s = models.FloatField()
+    tokens = models.FloatField()
+    updated_at = models.FloatField(help_text="epoch seconds of the last refill")
+    version = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["scope", "key"], name="bucket_scope_key")]
+
+    def __str__(self) -> str:
+        return f"{self.scope}:{self.key}" if self.key else self.scope
+
+
+class UserLimits(models.Model):
+    """Per-user limits and quotas; the row with no user holds the defaults for everyone.
+
+    Empty means no limit.
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="llm_limits",
+    )
+    requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    jobs_per_day = models.PositiveIntegerField(null=True, blank=True)
+    jobs_per_month = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_day = models.PositiveBigIntegerField(null=True, blank=True)
+    tokens_per_month = models.PositiveBigIntegerField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "user limits"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user"], condition=Q(user__isnull=True), name="one_default_limits"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"limits of {self.user}" if self.user_id else "default limits"
