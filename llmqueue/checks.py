@@ -6,7 +6,9 @@ from typing import Any
 
 from django.core.checks import Error, Tags, register
 
+from llmqueue.balancer import STRATEGIES
 from llmqueue.conf import conf
+from llmqueue.dispatch import breaker_settings
 
 
 @register(Tags.compatibility)
@@ -64,5 +66,37 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         "E009",
         "LLMQUEUE MAX_BULK_JOBS must be between 1 and 10000.",
         "Use 1000.",
+    )
+    need(
+        values["BALANCER"] in STRATEGIES
+        and all(v in STRATEGIES for v in (values["BALANCER_BY_MODEL"] or {}).values()),
+        "E010",
+        "LLMQUEUE BALANCER and BALANCER_BY_MODEL must name known strategies.",
+        f"Known: {', '.join(sorted(STRATEGIES))}.",
+    )
+    try:
+        breaker_settings()
+    except ValueError as exc:
+        errors.append(
+            Error(
+                f"LLMQUEUE BREAKER_* settings: {exc}",
+                hint="Defaults: 5 failures, rate 0.5 over 20 calls, open 10-300 s, 1 probe.",
+                id="llmqueue.E011",
+            )
+        )
+    need(
+        values["BREAKER_PROBE_TIMEOUT_S"] > values["UPSTREAM_TIMEOUT_S"],
+        "E012",
+        "LLMQUEUE BREAKER_PROBE_TIMEOUT_S must exceed UPSTREAM_TIMEOUT_S.",
+        "A probe still waiting for its answer would otherwise be taken for lost.",
+    )
+    need(
+        values["HEALTH_INTERVAL_S"] > 0
+        and 0 < values["HEALTH_TIMEOUT_S"] <= values["HEALTH_INTERVAL_S"] * 2
+        and values["HEALTH_UNHEALTHY_AFTER"] >= 1
+        and values["HEALTH_HEALTHY_AFTER"] >= 1,
+        "E013",
+        "LLMQUEUE HEALTH_* settings cannot work.",
+        "Interval > 0, timeout at most twice the interval, thresholds >= 1.",
     )
     return errors

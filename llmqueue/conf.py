@@ -11,6 +11,7 @@ values that cannot work.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any
 
@@ -54,6 +55,36 @@ class Defaults:
     UPSTREAM_TIMEOUT_S: float = 120.0
     #: the longest GET /api/jobs/{id}/?wait=N may hold
     MAX_WAIT_S: float = 60.0
+    #: /readyz answers 503 when no qcluster showed a heartbeat for this long, seconds (the
+    #: housekeeping schedule moves on every minute; drains and the health checker beat often)
+    READY_HEARTBEAT_S: float = 150.0
+    #: the most lines (jobs) one JSONL batch upload may hold; all are queued in one transaction
+    BATCH_MAX_LINES: int = 50000
+    #: how a model's jobs are spread over its endpoints: weighted_round_robin, round_robin,
+    #: least_in_flight or latency (llmqueue.balancer)
+    BALANCER: str = "weighted_round_robin"
+    #: per-model strategy, e.g. {"llama-3-8b": "latency"} (env: a JSON object)
+    BALANCER_BY_MODEL: dict = dataclasses.field(default_factory=dict)
+    #: how fast an endpoint's latency average and failure share forget, seconds
+    STATS_TAU_S: float = 30.0
+    #: circuit breaker (llmqueue.breaker): open after this many failures in a row...
+    BREAKER_FAILURES: int = 5
+    #: ...or this failure share over the last BREAKER_WINDOW calls (once that many were seen)
+    BREAKER_FAILURE_RATE: float = 0.5
+    BREAKER_WINDOW: int = 20
+    #: open for this long, doubling on each re-open up to the cap, seconds
+    BREAKER_OPEN_S: float = 10.0
+    BREAKER_OPEN_CAP_S: float = 300.0
+    #: half open: this many probe calls across the fleet; that many successes close it
+    BREAKER_PROBES: int = 1
+    #: a probe that never reported after this long is presumed lost and granted again
+    BREAKER_PROBE_TIMEOUT_S: float = 180.0
+    #: active health checks: GET {base_url}/models every HEALTH_INTERVAL_S...
+    HEALTH_INTERVAL_S: float = 5.0
+    HEALTH_TIMEOUT_S: float = 3.0
+    #: ...unhealthy after this many failed checks in a row, healthy after this many good ones
+    HEALTH_UNHEALTHY_AFTER: int = 2
+    HEALTH_HEALTHY_AFTER: int = 1
     #: serve the built-in OpenAI-compatible echo under /demo/v1 (make run turns it on)
     DEMO_ENDPOINT: bool = False
 
@@ -62,6 +93,11 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Defaults)}
 
 
 def _parse(raw: str, kind: Any) -> Any:
+    if kind is dict or kind == "dict":
+        value = json.loads(raw)
+        if not isinstance(value, dict):
+            raise ValueError(f"expected a JSON object, got {raw!r}")
+        return value
     if kind is bool or kind == "bool":
         return raw.strip().lower() in {"1", "true", "yes", "on"}
     if kind is int or kind == "int":
@@ -86,6 +122,8 @@ class Conf:
         raw = os.environ.get(f"LLMQUEUE_{name}")
         if raw is not None:
             return _parse(raw, field.type)
+        if field.default_factory is not dataclasses.MISSING:
+            return field.default_factory()
         return field.default
 
     def names(self) -> list[str]:

@@ -21,9 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import secrets
-import signal
 import socket
 from datetime import timedelta
 from typing import Any
@@ -33,6 +31,7 @@ from django.db import close_old_connections, connections, transaction
 from django.utils import timezone
 
 from llmqueue.conf import conf
+from llmqueue.dispatch import endpoints_learn
 from llmqueue.jobs import (
     AttemptResult,
     Claim,
@@ -44,71 +43,19 @@ from llmqueue.jobs import (
     queue_next_due,
 )
 from llmqueue.models import DrainSlot, Outcome
+from llmqueue.slots import (
+    slot_acquire,
+    slot_beat,
+    slot_owner,
+    slot_release,
+    slots_live,
+    stop_on_signals,
+)
 from llmqueue.upstream import Upstream
 
 log = logging.getLogger(__name__)
 
 DRAIN_TASK = "llmqueue.drain.drain"
-
-
-# --- slots --------------------------------------------------------------------------------------
-
-
-def _pid_dead(owner: str | None) -> bool:
-    """True when ``owner`` names a process of this host that no longer runs (or is a zombie)."""
-    try:
-        pid = int((owner or "").split("-", 1)[0])
-    except ValueError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in {"Z", "X"}
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return False
-
-
-def _slot_live(slot: DrainSlot, *, host: str, now: Any) -> bool:
-    if not slot.owner or slot.heartbeat_at is None:
-        return False
-    if slot.heartbeat_at < now - timedelta(seconds=conf.SLOT_STALE_S):
-        return False
-    return not (slot.host == host and _pid_dead(slot.owner))
-
-
-def drain_slot_acquire(*, owner: str) -> DrainSlot | None:
-    """Take a free drain slot of this host for ``owner``; None when all are held by live drains."""
-    host = socket.gethostname()
-    now = timezone.now()
-    count = conf.DRAINS_PER_HOST
-    have = set(DrainSlot.objects.filter(host=host).values_list("number", flat=True))
-    for number in range(count):
-        if number not in have:
-            DrainSlot.objects.bulk_create(
-                [DrainSlot(host=host, number=number)], ignore_conflicts=True
-            )
-    for slot in DrainSlot.objects.filter(host=host, number__lt=count).order_by("number"):
-        if _slot_live(slot, host=host, now=now):
-            continue
-        # Compare-and-set on what we saw: of two drains that saw the slot free, one wins.
-        won = DrainSlot.objects.filter(
-            pk=slot.pk, owner=slot.owner, heartbeat_at=slot.heartbeat_at
-        ).update(owner=owner, heartbeat_at=now)
-        if won:
-            slot.owner, slot.heartbeat_at = owner, now
-            return slot
-    return None
-
-
-def drains_live() -> int:
-    """How many drains anywhere in the fleet are alive."""
-    host = socket.gethostname()
-    now = timezone.now()
-    fresh = DrainSlot.objects.filter(
-        owner__isnull=False, heartbeat_at__gte=now - timedelta(seconds=conf.SLOT_STALE_S)
-    )
-    return sum(1 for s in fresh if _slot_live(s, host=host, now=now))
 
 
 def _enqueue_drain() -> None:
@@ -120,18 +67,22 @@ def _enqueue_drain() -> None:
 def drain_wake() -> None:
     """Start a drain unless a live one will see the queue anyway. Cheap: one small query."""
     try:
-        if drains_live() == 0:
+        if slots_live() == 0:
             _enqueue_drain()
     except Exception:  # a wake is a hint; the housekeeping schedule is the net under it
         log.exception("could not wake a drain")
 
 
 def housekeeping() -> dict[str, int]:
-    """Every minute: requeue jobs whose worker died, and start a drain if work waits unseen."""
+    """Every minute: requeue jobs whose worker died, start a drain if work waits unseen, and
+    make sure the health checker runs."""
+    from llmqueue.health import health_wake
+
+    health_wake()
     reaped = jobs_reap()
     due = queue_next_due()
     woke = 0
-    if due is not None and due <= timezone.now() + timedelta(seconds=60) and drains_live() == 0:
+    if due is not None and due <= timezone.now() + timedelta(seconds=60) and slots_live() == 0:
         _enqueue_drain()
         woke = 1
     return {"reaped": reaped, "woke": woke}
@@ -142,27 +93,17 @@ def housekeeping() -> dict[str, int]:
 
 def drain() -> str:
     """django-q2 entry point: run a drain on this worker if a slot is free."""
-    owner = f"{os.getpid()}-{secrets.token_hex(6)}"
+    owner = slot_owner()
     close_old_connections()
-    slot = drain_slot_acquire(owner=owner)
+    slot = slot_acquire(host=socket.gethostname(), count=conf.DRAINS_PER_HOST, owner=owner)
     if slot is None:
         return "no free slot"
-    # django-q2 runs a task in the worker's main thread, where SIGINT is ignored and SIGTERM
-    # kills. While draining, either one first stops the drain cleanly. SIGINT to the cluster's
-    # process group (Ctrl-C) is the clean stop of everything: the cluster stops, the drains
-    # stop, the workers take their STOP pills. SIGTERM to the group (systemd) still kills each
-    # worker, once its drain has settled its calls.
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    drainer = Drainer(slot=slot, owner=owner)
+    drainer = Drainer(slot=slot)
     try:
-        handled = asyncio.run(drainer.run())
+        with stop_on_signals(drainer.stop_threadsafe):
+            handled = asyncio.run(drainer.run())
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         connections.close_all()
-    if drainer.stopped_by == signal.SIGTERM:
-        # Now that the calls are settled, die as SIGTERM meant this worker to.
-        os.kill(os.getpid(), signal.SIGTERM)
     return f"handled {handled} calls"
 
 
@@ -173,40 +114,39 @@ def _db(fn: Any) -> Any:
 
 
 class Drainer:
-    def __init__(self, *, slot: DrainSlot, owner: str) -> None:
+    def __init__(self, *, slot: DrainSlot) -> None:
         self.slot = slot
-        self.owner = owner
         self.concurrency = max(1, int(conf.DRAIN_CONCURRENCY))
         self.inflight: dict[asyncio.Task[AttemptResult], Claim] = {}
         self.finished: list[AttemptResult] = []
         self.wakeup = asyncio.Event()
         self.handled = 0
         self.stopping = False
-        self.stopped_by: int | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
 
-    def stop(self, signum: int | None = None) -> None:
+    def stop_threadsafe(self, signum: int) -> None:
         """Stop claiming; let calls in flight finish for STOP_GRACE_S, then requeue the rest."""
         self.stopping = True
-        self.stopped_by = signum
-        self.wakeup.set()
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self.wakeup.set)
 
     # -- database steps (run in the DB thread) --
 
     def _step(self, results: list[AttemptResult], free: int) -> list[Claim]:
         with transaction.atomic():
             jobs_record(results)
+            endpoints_learn(results)
             return jobs_claim(limit=free)
 
     def _beat(self, tokens: list[str]) -> bool:
         """Renew the slot and our leases; False if the slot was taken from us."""
-        now = timezone.now()
-        kept = DrainSlot.objects.filter(pk=self.slot.pk, owner=self.owner).update(heartbeat_at=now)
+        kept = slot_beat(self.slot)
         jobs_renew(tokens=tokens)
         jobs_reap()
-        return bool(kept)
+        return kept
 
     def _leave(self, *, hand_over: bool) -> None:
-        DrainSlot.objects.filter(pk=self.slot.pk, owner=self.owner).update(owner=None)
+        slot_release(self.slot)
         # Released first, then looked: a submission that saw this drain live committed before
         # the release, so its job is visible here; one that committed later saw no live drain
         # and woke one itself. No job falls between the two.
@@ -239,9 +179,7 @@ class Drainer:
 
     async def run(self) -> int:
         upstream = Upstream(max_connections=self.concurrency)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.stop, sig)
+        loop = self.loop = asyncio.get_running_loop()
         start = loop.time()
         deadline = start + conf.DRAIN_MAX_SECONDS
         last_busy = start
@@ -277,7 +215,8 @@ class Drainer:
                     tokens = [c.token for c in self.inflight.values()]
                     if not await _db(self._beat)(tokens):
                         log.warning(
-                            "drain %s lost its slot; stopping after in-flight calls", self.owner
+                            "drain %s lost its slot; stopping after in-flight calls",
+                            self.slot.owner,
                         )
                         deadline = now
                     next_beat = now + conf.HEARTBEAT_S

@@ -24,13 +24,15 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, F, Q
+from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from llmqueue import metrics
 from llmqueue.backoff import backoff_delay
-from llmqueue.balancer import endpoint_pick
+from llmqueue.breaker import CallOutcome
 from llmqueue.conf import conf
+from llmqueue.dispatch import Target, dispatch_pools
 from llmqueue.errors import ModelNotServed, TransitionError
 from llmqueue.models import Batch, Endpoint, Job, JobAttempt, Outcome, Status
 
@@ -62,6 +64,8 @@ class JobSpec:
     max_attempts: int | None = None
     idempotency_key: str | None = None
     cache: bool = True
+    #: the caller's own id (a JSONL batch line's custom_id), echoed in batch results
+    custom_id: str = ""
 
 
 def served_models() -> list[str]:
@@ -92,6 +96,7 @@ def _new_job(*, owner: Any, spec: JobSpec, batch: Batch | None, now: dt.datetime
         cache=spec.cache,
         created_at=now,
         available_at=now,
+        custom_id=spec.custom_id,
     )
 
 
@@ -111,6 +116,7 @@ def job_submit(*, owner: Any, spec: JobSpec) -> tuple[Job, bool]:
         with transaction.atomic():
             job = _new_job(owner=owner, spec=spec, batch=None, now=timezone.now())
             job.save()
+            metrics.jobs_submitted([job.kind])
             _wake_on_commit()
     except IntegrityError:
         # Two requests with the same key raced; the other one's insert won.
@@ -143,6 +149,7 @@ def jobs_submit_many(
             if s.idempotency_key not in existing
         ]
         created = iter(Job.objects.bulk_create(fresh, batch_size=500))
+        metrics.jobs_submitted(j.kind for j in fresh)
         jobs = [existing.get(s.idempotency_key) or next(created) for s in specs]
         _wake_on_commit()
     return batch, jobs
@@ -169,6 +176,7 @@ def _transition(job_id: int, action: str, extra: Q | None = None, **values: Any)
 def job_cancel(*, job_id: int) -> None:
     """queued -> cancelled. Raises TransitionError from any other state."""
     _transition(job_id, "cancel", status=Status.CANCELLED, finished_at=timezone.now())
+    metrics.jobs_finished(Status.CANCELLED)
 
 
 def job_retry(*, job_id: int) -> None:
@@ -184,22 +192,32 @@ def job_retry(*, job_id: int) -> None:
             result=None,
             available_at=now,
             finished_at=None,
+            pinned_endpoint=None,
             **_RELEASE,
         )
         _wake_on_commit()
 
 
-def jobs_retry(*, job_ids: Iterable[int]) -> int:
-    """job_retry for many; returns how many were requeued (the others were not dead/cancelled)."""
+def jobs_retry(*, job_ids: Iterable[int], endpoint_id: int | None = None) -> int:
+    """job_retry for many; returns how many were requeued (the others were not dead/cancelled).
+
+    With ``endpoint_id`` the jobs are pinned to that endpoint (the claim gives them to it and
+    no other), and only those whose model it serves are requeued. Without, any pin is cleared.
+    """
     now = timezone.now()
+    requeue = Job.objects.filter(pk__in=list(job_ids), status__in=ALLOWED["retry"])
+    if endpoint_id is not None:
+        served = Endpoint.objects.filter(pk=endpoint_id).values_list("served_models", flat=True)
+        requeue = requeue.filter(model__in=served.first() or [])
     with transaction.atomic():
-        n = Job.objects.filter(pk__in=list(job_ids), status__in=ALLOWED["retry"]).update(
+        n = requeue.update(
             status=Status.QUEUED,
             attempts=0,
             error="",
             result=None,
             available_at=now,
             finished_at=None,
+            pinned_endpoint_id=endpoint_id,
             **_RELEASE,
         )
         if n:
@@ -208,17 +226,6 @@ def jobs_retry(*, job_ids: Iterable[int]) -> int:
 
 
 # --- the drain's transitions ---------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Target:
-    """What a drain needs to call an endpoint (a snapshot: the row may change meanwhile)."""
-
-    id: int
-    name: str
-    base_url: str
-    api_key: str
-    timeout_s: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,48 +251,29 @@ class AttemptResult:
     body: Any = None
     error: str = ""
     retry_after: float | None = None
-
-
-@dataclasses.dataclass
-class _Slot:
-    id: int
-    target: Target
-    room: int
+    #: what the call says about the endpoint (its breaker's input); None: nothing
+    health: CallOutcome | None = None
+    #: False when the request never reached the endpoint (connection refused): the job's
+    #: attempt is given back, as the job is not at fault and the breaker will stop the calls
+    spent: bool = True
 
 
 def jobs_claim(*, limit: int, lease_s: float | None = None) -> list[Claim]:
     """queued -> running for up to ``limit`` due jobs, highest priority first, then oldest.
 
-    Only jobs an endpoint has room for are claimed (room = max_concurrency minus the running
-    jobs it holds under a live lease, counted across every drain of the fleet), so a job
-    never waits in a drain's hands while a later, more urgent one waits in the queue.
+    Only jobs an endpoint can take now are claimed (``llmqueue.dispatch``: enabled, healthy,
+    breaker allowing, under max_concurrency across the fleet), so a job never waits in a
+    drain's hands while a later, more urgent one waits in the queue, and a job no endpoint
+    can take waits without spending an attempt.
     Call inside ``transaction.atomic()``.
     """
     if limit <= 0:
         return []
     now = timezone.now()
     lease_s = conf.LEASE_S if lease_s is None else lease_s
-    # Locking the endpoint rows serializes claimers on PostgreSQL, so that two of them never
-    # both hand out an endpoint's last free slot. SQLite's IMMEDIATE transaction already does.
-    endpoints = list(Endpoint.objects.select_for_update().filter(enabled=True, healthy=True))
-    if not endpoints:
-        return []
-    busy = dict(
-        Job.objects.filter(status=Status.RUNNING, lease_expires_at__gt=now)
-        .values_list("endpoint")
-        .annotate(n=Count("id"))
-    )
-    pools: dict[str, list[_Slot]] = defaultdict(list)
-    for e in endpoints:
-        room = e.max_concurrency - busy.get(e.id, 0)
-        if room <= 0:
-            continue
-        slot = _Slot(e.id, Target(e.id, e.name, e.base_url, e.api_key, e.timeout_s), room)
-        for model in e.served_models or ():
-            pools[model].append(slot)
+    pools = dispatch_pools(now=now)
     candidates: list[tuple[int, dt.datetime, int, str]] = []
-    for model, pool in pools.items():
-        room = min(limit, sum(s.room for s in pool))
+    for model, room in pools.room().items():
         qs = Job.objects.filter(status=Status.QUEUED, model=model, available_at__lte=now).order_by(
             "-priority", "available_at", "id"
         )
@@ -293,7 +281,7 @@ def jobs_claim(*, limit: int, lease_s: float | None = None) -> list[Claim]:
             qs = qs.select_for_update(skip_locked=True, of=("self",))
         candidates.extend(
             (-p, at, pk, model)
-            for pk, p, at in qs.values_list("pk", "priority", "available_at")[:room]
+            for pk, p, at in qs.values_list("pk", "priority", "available_at")[: min(room, limit)]
         )
     candidates.sort()
     chosen: dict[int, list[int]] = defaultdict(list)
@@ -302,13 +290,12 @@ def jobs_claim(*, limit: int, lease_s: float | None = None) -> list[Claim]:
     for _, _, pk, model in candidates:
         if len(order) == limit:
             break
-        slot = endpoint_pick(model, [s for s in pools[model] if s.room > 0])
-        if slot is None:
+        seat = pools.assign(model)
+        if seat is None:
             continue
-        slot.room -= 1
         order.append(pk)
-        chosen[slot.id].append(pk)
-        targets[slot.id] = slot.target
+        chosen[seat.id].append(pk)
+        targets[seat.id] = seat.target
     if not order:
         return []
     token = secrets.token_hex(16)
@@ -343,6 +330,16 @@ def jobs_renew(*, tokens: Iterable[str], lease_s: float | None = None) -> int:
     )
 
 
+def _retry_delay(attempt: int, r: AttemptResult) -> float:
+    return backoff_delay(
+        attempt=attempt,
+        base=conf.BACKOFF_BASE_S,
+        cap=conf.BACKOFF_CAP_S,
+        retry_after=r.retry_after,
+        retry_after_cap=conf.RETRY_AFTER_CAP_S,
+    )
+
+
 def jobs_record(results: Sequence[AttemptResult]) -> None:
     """Write calls' outcomes: an attempt row each, and the job's next state.
 
@@ -367,32 +364,37 @@ def jobs_record(results: Sequence[AttemptResult]) -> None:
         )
         for r in results
     )
+    finished: dict[int, str] = {}  # the jobs whose terminal transition won its fence
     for r in results:
         c = r.claim
         fence = Job.objects.filter(pk=c.job_id, status=Status.RUNNING, lease_token=c.token)
         if r.outcome == Outcome.SUCCESS:
-            fence.update(
+            if fence.update(
                 status=Status.SUCCEEDED, result=r.body, error="", finished_at=now, **_RELEASE
-            )
-        elif r.outcome == Outcome.RETRY and c.attempt < c.max_attempts:
-            delay = backoff_delay(
-                attempt=c.attempt,
-                base=conf.BACKOFF_BASE_S,
-                cap=conf.BACKOFF_CAP_S,
-                retry_after=r.retry_after,
-                retry_after_cap=conf.RETRY_AFTER_CAP_S,
-            )
+            ):
+                finished[c.job_id] = Status.SUCCEEDED
+        elif r.outcome == Outcome.RETRY and not r.spent:
             fence.update(
                 status=Status.QUEUED,
                 error=r.error,
-                available_at=now + dt.timedelta(seconds=delay),
+                attempts=F("attempts") - 1,
+                available_at=now + dt.timedelta(seconds=_retry_delay(c.attempt, r)),
+                **_RELEASE,
+            )
+        elif r.outcome == Outcome.RETRY and c.attempt < c.max_attempts:
+            fence.update(
+                status=Status.QUEUED,
+                error=r.error,
+                available_at=now + dt.timedelta(seconds=_retry_delay(c.attempt, r)),
                 **_RELEASE,
             )
         else:
             error = r.error
             if r.outcome == Outcome.RETRY:
                 error = f"gave up after {c.attempt} attempts; last error: {r.error}"
-            fence.update(status=Status.DEAD, error=error, finished_at=now, **_RELEASE)
+            if fence.update(status=Status.DEAD, error=error, finished_at=now, **_RELEASE):
+                finished[c.job_id] = Status.DEAD
+    metrics.attempts_recorded(results, finished=finished)
 
 
 def jobs_release(*, claims: Iterable[Claim]) -> int:
@@ -436,19 +438,21 @@ def jobs_reap(*, limit: int = 500) -> int:
             )
             for pk, attempts, _, endpoint_id, started_at, _ in rows
         )
-        n = 0
+        metrics.attempts_lost(names.get(row[3], "") for row in rows)
+        n = dead = 0
         for pk, attempts, max_attempts, _, _, token in rows:
             fence = Job.objects.filter(expired, pk=pk, lease_token=token)
             if attempts < max_attempts:
                 n += fence.update(status=Status.QUEUED, available_at=now, **_RELEASE)
             else:
-                n += fence.update(
+                dead += fence.update(
                     status=Status.DEAD,
                     error=f"gave up after {attempts} attempts; the last one's worker died",
                     finished_at=now,
                     **_RELEASE,
                 )
-    return n
+        metrics.jobs_finished(Status.DEAD, dead)
+    return n + dead
 
 
 def queue_next_due() -> dt.datetime | None:

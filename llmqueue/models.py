@@ -127,6 +127,12 @@ class Job(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    #: set by an operator's "retry on endpoint X": the claim gives this job to that endpoint only
+    pinned_endpoint = models.ForeignKey(
+        Endpoint, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    #: the caller's own id for the job (a JSONL batch line's custom_id), echoed in results
+    custom_id = models.CharField(max_length=200, blank=True, default="")
 
     class Meta:
         ordering = ["-id"]
@@ -159,6 +165,8 @@ class Job(models.Model):
             models.Index(fields=["owner", "created_at"], name="job_owner_created"),
             models.Index(fields=["owner", "status", "-id"], name="job_owner_status"),
             models.Index(fields=["status"], name="job_status"),
+            # The dashboard's last hour (throughput, waits) and a batch's results by time.
+            models.Index(fields=["finished_at"], name="job_finished"),
         ]
 
     def __str__(self) -> str:

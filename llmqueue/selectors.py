@@ -8,6 +8,7 @@ from typing import Any
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
+from llmqueue.dispatch import endpoint_in_flight
 from llmqueue.models import Endpoint, Job, Status
 
 
@@ -20,12 +21,7 @@ def jobs_of(*, owner: Any, status: str | None = None) -> QuerySet[Job]:
 
 
 def endpoints_summary() -> list[dict[str, Any]]:
-    now = timezone.now()
-    in_flight = dict(
-        Job.objects.filter(status=Status.RUNNING, lease_expires_at__gt=now)
-        .values_list("endpoint")
-        .annotate(n=Count("id"))
-    )
+    in_flight = endpoint_in_flight()
     return [
         {
             "name": e.name,

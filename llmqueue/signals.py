@@ -1,4 +1,5 @@
-"""Receivers: the housekeeping schedule exists after migrate; a starting worker wakes a drain."""
+"""Receivers: the housekeeping schedule exists after migrate; a starting worker wakes a drain
+and the health checker."""
 
 from __future__ import annotations
 
@@ -27,5 +28,7 @@ def ensure_schedules(sender: Any, app_config: Any = None, **kwargs: Any) -> None
 def wake_on_worker_start(sender: Any, proc_name: str = "", **kwargs: Any) -> None:
     # After a crash or a restart nobody else would start draining until the next schedule.
     from llmqueue.drain import drain_wake
+    from llmqueue.health import health_wake
 
     drain_wake()
+    health_wake()

@@ -6,12 +6,13 @@ It answers like ``llmqueue.echo``, after a configurable latency, and can be told
 
     POST /v1/chat/completions | /v1/completions | /v1/embeddings   echo answer
     GET  /v1/models                                                 the models it serves
-    POST /control   {"latency_ms": 100, "status": 503, "retry_after": "2", "fail_next": 3}
+    POST /control   {"latency_ms": 100, "status": 503, "retry_after": "2", "fail_next": 3,
+                     "models_status": 503}
     GET  /log       every call so far: [[time, path, status, model], ...]
     POST /reset     clears the log and every failure setting
 
 ``status`` makes every call answer that status (with an OpenAI-shaped error body);
-``fail_next`` fails only the next N calls. Runs in its own process, so that its CPU is not the
+``fail_next`` fails only the next N calls; ``models_status`` fails the health route. Runs in its own process, so that its CPU is not the
 worker's.
 """
 

@@ -116,8 +116,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 30,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-    # Tests start real qcluster subprocesses: they need the test database in a file they can open.
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / ".local" / "test.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- cache and broker -------------------------------------------------------------------------
@@ -129,12 +127,13 @@ if REDIS_URL:
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
-# The workers run one long "drain" task each; one more worker stays free for housekeeping
-# (schedules, health checks) so that busy drains never starve them.
+# The workers run one long "drain" task each; one more runs the fleet's health checker (a long
+# task too, on one host at a time), and one stays free for housekeeping, so that busy drains
+# never starve the schedules.
 LLMQUEUE_DRAINS_PER_HOST = int(os.environ.get("LLMQUEUE_DRAINS_PER_HOST", "2"))
 Q_CLUSTER = {
     "name": os.environ.get("Q_CLUSTER_NAME", "llmqueue"),
-    "workers": LLMQUEUE_DRAINS_PER_HOST + 1,
+    "workers": LLMQUEUE_DRAINS_PER_HOST + 2,
     # A drain ends itself after LLMQUEUE_DRAIN_MAX_SECONDS (default 300); the timeout is a backstop.
     "timeout": 1800,
     "retry": 1900,
@@ -226,3 +225,11 @@ LOGGING = {
 }
 # `make run` serves the admin's CSS without a collectstatic step.
 WHITENOISE_USE_FINDERS = True
+
+# --- metrics ------------------------------------------------------------------------------------
+# Web processes and drain workers each count their own events; prometheus_client's multiprocess
+# mode adds them up at scrape time from one directory per host (llmqueue.metrics). It must be
+# set before prometheus_client is first imported, which happens after the settings load.
+# Give every process of a host the same directory and empty it when the host's services start.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(LOCAL_DIR / "prometheus"))
+Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,6 @@ urlpatterns = [
     path("api/", include("llmqueue.api.urls")),
     path("healthz", probes.healthz, name="healthz"),
     path("readyz", probes.readyz, name="readyz"),
-    path("", include("django_prometheus.urls")),
+    path("metrics", probes.metrics, name="metrics"),
     path("", include("llmqueue.web.urls")),
 ]

@@ -4,12 +4,26 @@ A Redis broker may be shared with other runs (or a developer's `make run`); a qu
 its own keeps this run's tasks away from their clusters. Test clusters get the same name.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 import uuid
 
 os.environ.setdefault("Q_CLUSTER_NAME", f"llmqueue-test-{uuid.uuid4().hex[:8]}")
+# This run's Prometheus multiprocess directory, shared with the clusters it starts (they inherit
+# the environment) and apart from a developer's `make run`.
+if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="llmqueue-prom-")
+    atexit.register(shutil.rmtree, os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 from project.settings import *  # noqa: F403
+
+# Runs side by side (two checkouts, two terminals) must not share one SQLite test file.
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
+    DATABASES["default"]["TEST"] = {  # noqa: F405
+        "NAME": str(LOCAL_DIR / f"test-{os.environ['Q_CLUSTER_NAME']}.sqlite3")  # noqa: F405
+    }
 
 # PBKDF2's many rounds are the production choice; in tests they only cost time.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

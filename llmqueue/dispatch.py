@@ -1,0 +1,270 @@
+"""Which endpoint may take a job now, and what the endpoints learn from each call.
+
+The storage side of the balancer and the breaker (both pure, in their own modules):
+
+- ``dispatch_pools`` reads every enabled, healthy endpoint once per claim, with its calls in
+  flight across the fleet (running jobs under a live lease, from the Job table, so a drain
+  that died leaves no count behind once its leases lapse) and its breaker, and returns the
+  ``Pools`` a claim assigns jobs from.
+- ``endpoints_learn`` feeds finished calls to each endpoint's breaker, latency average and
+  failure share.
+
+Both run inside the drain's claim transaction, with the endpoint rows locked (PostgreSQL:
+FOR UPDATE; SQLite: the IMMEDIATE transaction), so no two drains hand out the same free
+place or the same half-open probe. The breaker's own compare-and-set on ``breaker_version``
+still guards every change, whatever the caller holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from django.db.models import Count
+from django.utils import timezone
+
+from llmqueue.balancer import (
+    FailureStats,
+    Strategy,
+    ewma_update,
+    failure_ratio,
+    failure_record,
+    strategy_for,
+)
+from llmqueue.breaker import (
+    BreakerSettings,
+    BreakerState,
+    CallOutcome,
+    Phase,
+    breaker_allow,
+    breaker_record,
+)
+from llmqueue.conf import conf
+from llmqueue.models import Endpoint, Job, Status
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """What a drain needs to call an endpoint (a snapshot: the row may change meanwhile)."""
+
+    id: int
+    name: str
+    base_url: str
+    api_key: str
+    timeout_s: float
+
+
+def breaker_settings() -> BreakerSettings:
+    return BreakerSettings(
+        failure_threshold=conf.BREAKER_FAILURES,
+        failure_rate=conf.BREAKER_FAILURE_RATE,
+        window_size=conf.BREAKER_WINDOW,
+        open_base_s=conf.BREAKER_OPEN_S,
+        open_cap_s=conf.BREAKER_OPEN_CAP_S,
+        half_open_probes=conf.BREAKER_PROBES,
+        probe_timeout_s=conf.BREAKER_PROBE_TIMEOUT_S,
+    )
+
+
+def breaker_of(endpoint: Endpoint) -> BreakerState:
+    data = dict(endpoint.breaker or {})
+    data["version"] = endpoint.breaker_version
+    if "phase" in data:
+        data["phase"] = Phase(data["phase"])
+    return BreakerState(**data)
+
+
+def breaker_save(endpoint_id: int, old: BreakerState, new: BreakerState) -> bool:
+    """Compare-and-set: write ``new`` if the stored state is still ``old``; True if it won."""
+    if new is old:
+        return True
+    data = dataclasses.asdict(new)
+    version = data.pop("version")
+    return bool(
+        Endpoint.objects.filter(pk=endpoint_id, breaker_version=old.version).update(
+            breaker=data, breaker_version=version, breaker_state=new.phase.value
+        )
+    )
+
+
+def _stats(e: Endpoint) -> FailureStats:
+    return FailureStats(e.recent_failures, e.recent_calls, e.recent_at)
+
+
+def endpoint_in_flight(*, now: Any = None) -> dict[int, int]:
+    """Calls in flight per endpoint id, across the fleet."""
+    now = now or timezone.now()
+    return dict(
+        Job.objects.filter(status=Status.RUNNING, lease_expires_at__gt=now)
+        .values_list("endpoint")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+
+
+@dataclasses.dataclass
+class Seat:
+    """An endpoint as one claim sees it: what the balancer reads, and the room left."""
+
+    id: int
+    weight: int
+    in_flight: int
+    room: int
+    ewma_latency_ms: float | None
+    failure_ratio: float
+    target: Target
+    breaker: BreakerState
+    #: a half-open or just-reopened breaker: each call is a probe the breaker must grant
+    probing: bool
+
+
+class Pools:
+    """The seats of every model, for one claim; ``assign`` hands out one job's place."""
+
+    def __init__(self, by_model: dict[str, list[Seat]], settings: BreakerSettings) -> None:
+        self.by_model = by_model
+        self._settings = settings
+
+    def room(self) -> dict[str, int]:
+        return {m: sum(s.room for s in seats) for m, seats in self.by_model.items()}
+
+    def assign(self, model: str) -> Seat | None:
+        """The seat that takes the next job of ``model``; None when no endpoint can."""
+        while True:
+            pool = [s for s in self.by_model.get(model, ()) if s.room > 0]
+            seat = _strategy(model).pick(model, pool)
+            if seat is None:
+                return None
+            if seat.probing and not self._grant_probe(seat):
+                seat.room = 0
+                continue
+            seat.room -= 1
+            seat.in_flight += 1
+            return seat
+
+    def _grant_probe(self, seat: Seat) -> bool:
+        allowed, new = breaker_allow(seat.breaker, time.time(), self._settings)
+        if not allowed or not breaker_save(seat.id, seat.breaker, new):
+            return False
+        seat.breaker = new
+        return True
+
+
+_strategies: dict[str, Strategy] = {}
+
+
+def _strategy(model: str) -> Strategy:
+    # One instance per strategy name in this process: round robin keeps its rotation in it.
+    name = (conf.BALANCER_BY_MODEL or {}).get(model) or conf.BALANCER
+    if name not in _strategies:
+        _strategies[name] = strategy_for(name)
+    return _strategies[name]
+
+
+def _room(endpoint: Endpoint, state: BreakerState, busy: int, settings: BreakerSettings) -> int:
+    room = endpoint.max_concurrency - busy
+    if state.phase is not Phase.CLOSED:
+        # Only the probes the breaker still has to give, and never more than it allows.
+        return min(room, max(settings.half_open_probes - state.probes_granted, 1))
+    if state.consecutive_failures or "s" not in state.window:
+        # On probation: failing lately, or no success since the breaker (re)closed. Never more
+        # calls at risk than it takes to trip it, so a dead endpoint costs at most
+        # BREAKER_FAILURES calls before it opens, however many drains send to it at once.
+        return min(room, settings.failure_threshold - state.consecutive_failures - busy)
+    return room
+
+
+def dispatch_pools(*, now: Any = None) -> Pools:
+    """Every model's seats: enabled, healthy endpoints whose breaker lets a call through and
+    that have room. Call inside the claim's transaction."""
+    now = now or timezone.now()
+    epoch = now.timestamp()
+    settings = breaker_settings()
+    endpoints = list(Endpoint.objects.select_for_update().filter(enabled=True, healthy=True))
+    busy = endpoint_in_flight(now=now) if endpoints else {}
+    by_model: dict[str, list[Seat]] = defaultdict(list)
+    for e in endpoints:
+        state = breaker_of(e)
+        if state.phase is Phase.OPEN and state.open_until is not None and epoch < state.open_until:
+            continue
+        room = _room(e, state, busy.get(e.id, 0), settings)
+        if room <= 0:
+            continue
+        seat = Seat(
+            id=e.id,
+            weight=e.weight,
+            in_flight=busy.get(e.id, 0),
+            room=room,
+            ewma_latency_ms=e.latency_ms,
+            failure_ratio=failure_ratio(_stats(e), epoch, conf.STATS_TAU_S),
+            target=Target(e.id, e.name, e.base_url, e.api_key, e.timeout_s),
+            breaker=state,
+            probing=state.phase is not Phase.CLOSED,
+        )
+        for model in e.served_models or ():
+            by_model[model].append(seat)
+    return Pools(dict(by_model), settings)
+
+
+def endpoints_learn(results: Sequence[Any]) -> None:
+    """Feed finished calls (``jobs.AttemptResult``) to their endpoints' breakers and stats.
+
+    One locked read and one update per endpoint. Call inside the drain's transaction.
+    """
+    by_endpoint: dict[int, list[Any]] = defaultdict(list)
+    for r in results:
+        if r.health is not None:
+            by_endpoint[r.claim.target.id].append(r)
+    if not by_endpoint:
+        return
+    settings = breaker_settings()
+    tau = conf.STATS_TAU_S
+    for e in Endpoint.objects.select_for_update().filter(pk__in=list(by_endpoint)):
+        _learn_one(e, by_endpoint[e.id], settings, tau)
+
+
+def _learn_one(e: Endpoint, results: Iterable[Any], settings: BreakerSettings, tau: float) -> None:
+    old = state = breaker_of(e)
+    latency, latency_at = e.latency_ms, e.latency_at
+    stats = _stats(e)
+    for r in sorted(results, key=lambda r: r.started_at):
+        started = r.started_at.timestamp()
+        ended = started + r.duration_ms / 1000
+        state = breaker_record(state, r.health, ended, settings, started_at=started)
+        if r.health is CallOutcome.SUCCESS:
+            latency = ewma_update(latency, r.duration_ms, ended - (latency_at or ended), tau)
+            latency_at = ended
+        failed = r.health is CallOutcome.FAILURE or r.http_status == 429
+        stats = failure_record(stats, ended, tau, failed=failed)
+    fields: dict[str, Any] = {
+        "latency_ms": latency,
+        "latency_at": latency_at,
+        "recent_failures": stats.failures,
+        "recent_calls": stats.calls,
+        "recent_at": stats.updated_at,
+    }
+    if state is not old:
+        data = dataclasses.asdict(state)
+        fields.update(
+            breaker_version=data.pop("version"), breaker=data, breaker_state=state.phase.value
+        )
+        updated = Endpoint.objects.filter(pk=e.pk, breaker_version=old.version).update(**fields)
+        if updated:
+            return
+        # Someone else moved the breaker meanwhile (it is locked here, so only a reset from
+        # the admin can): its word stands; keep the stats.
+        for key in ("breaker", "breaker_state", "breaker_version"):
+            fields.pop(key)
+    Endpoint.objects.filter(pk=e.pk).update(**fields)
+
+
+def breaker_reset(*, endpoint_ids: Iterable[int]) -> int:
+    """Close the breakers of these endpoints now (an operator's decision)."""
+    n = 0
+    for e in Endpoint.objects.filter(pk__in=list(endpoint_ids)):
+        old = breaker_of(e)
+        n += breaker_save(e.pk, old, BreakerState(version=old.version + 1))
+    return n

@@ -1,0 +1,148 @@
+"""Active health checks: ``GET {base_url}/models`` on every enabled endpoint, traffic or not.
+
+One checker runs for the whole fleet (it holds the health slot, see ``llmqueue.slots``), as
+a django-q2 task that checks every ``HEALTH_INTERVAL_S`` and hands over to a fresh task every
+few minutes. An endpoint becomes unhealthy after ``HEALTH_UNHEALTHY_AFTER`` failed checks in a
+row and healthy again after ``HEALTH_HEALTHY_AFTER`` good ones. The claim skips unhealthy
+endpoints. Passive health, from real calls, goes to the breaker (``llmqueue.dispatch``).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+from django.db import close_old_connections, connections
+from django.db.models import F
+from django.utils import timezone
+
+from llmqueue.conf import conf
+from llmqueue.models import Endpoint
+from llmqueue.slots import (
+    HEALTH_HOST,
+    slot_acquire,
+    slot_beat,
+    slot_owner,
+    slot_release,
+    slots_live,
+    stop_on_signals,
+)
+
+log = logging.getLogger(__name__)
+
+HEALTH_TASK = "llmqueue.health.health_loop"
+#: a checker hands over to a fresh task after this long (django-q2 timeouts stay sane)
+LOOP_SECONDS = 300.0
+
+
+def endpoint_probe(endpoint: Endpoint) -> tuple[bool, str]:
+    """One check: (healthy?, why not). Never raises."""
+    headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
+    try:
+        r = httpx.get(
+            f"{endpoint.base_url.rstrip('/')}/models",
+            headers=headers,
+            timeout=conf.HEALTH_TIMEOUT_S,
+        )
+    except httpx.HTTPError as exc:
+        return False, f"health check: {type(exc).__name__}: {exc}"[:500]
+    if 200 <= r.status_code < 300:
+        return True, ""
+    return False, f"health check: HTTP {r.status_code}"
+
+
+def endpoint_health_record(*, endpoint_id: int, ok: bool, error: str = "") -> None:
+    """Count a check and move ``healthy`` when a threshold is crossed (guarded updates)."""
+    now = timezone.now()
+    rows = Endpoint.objects.filter(pk=endpoint_id)
+    if ok:
+        rows.update(
+            health_successes=F("health_successes") + 1, health_failures=0, last_check_at=now
+        )
+        rows.filter(healthy=False, health_successes__gte=conf.HEALTH_HEALTHY_AFTER).update(
+            healthy=True, last_error=""
+        )
+    else:
+        rows.update(
+            health_failures=F("health_failures") + 1,
+            health_successes=0,
+            last_check_at=now,
+            last_error=error,
+        )
+        rows.filter(healthy=True, health_failures__gte=conf.HEALTH_UNHEALTHY_AFTER).update(
+            healthy=False
+        )
+
+
+def endpoints_check(*, endpoint_ids: list[int] | None = None) -> dict[str, bool]:
+    """Check endpoints at once (all enabled ones by default); returns name -> healthy now."""
+    qs = Endpoint.objects.filter(enabled=True)
+    if endpoint_ids is not None:
+        qs = Endpoint.objects.filter(pk__in=endpoint_ids)
+    endpoints = list(qs)
+    if not endpoints:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(16, len(endpoints))) as pool:
+        outcomes = list(pool.map(endpoint_probe, endpoints))
+    for e, (ok, error) in zip(endpoints, outcomes, strict=True):
+        endpoint_health_record(endpoint_id=e.pk, ok=ok, error=error)
+    return dict(
+        Endpoint.objects.filter(pk__in=[e.pk for e in endpoints]).values_list("name", "healthy")
+    )
+
+
+def health_loop() -> str:
+    """django-q2 entry point: the fleet's one checker, for LOOP_SECONDS, then a successor."""
+    close_old_connections()
+    slot = slot_acquire(host=HEALTH_HOST, count=1, owner=slot_owner())
+    if slot is None:
+        return "another checker runs"
+    deadline = time.monotonic() + LOOP_SECONDS
+    rounds = 0
+    stop = threading.Event()
+    try:
+        with stop_on_signals(lambda signum: stop.set()):
+            rounds = _check_until(deadline, slot, stop)
+    finally:
+        slot_release(slot)
+        connections.close_all()
+    if not stop.is_set():
+        _enqueue_checker()
+    return f"{rounds} rounds"
+
+
+def _check_until(deadline: float, slot: Any, stop: threading.Event) -> int:
+    rounds = 0
+    while time.monotonic() < deadline and not stop.is_set():
+        started = time.monotonic()
+        try:
+            endpoints_check()
+            rounds += 1
+            if not slot_beat(slot):
+                log.warning("the health checker lost its slot; stopping")
+                return rounds
+        except Exception:  # a bad round must not end the checking
+            log.exception("health check round failed")
+            close_old_connections()
+        stop.wait(max(0.0, conf.HEALTH_INTERVAL_S - (time.monotonic() - started)))
+    return rounds
+
+
+def _enqueue_checker() -> None:
+    from django_q.tasks import async_task
+
+    async_task(HEALTH_TASK, task_name=f"health-{secrets.token_hex(4)}", q_options={"save": False})
+
+
+def health_wake(**_: Any) -> None:
+    """Start the checker unless one runs."""
+    try:
+        if slots_live(health=True) == 0:
+            _enqueue_checker()
+    except Exception:
+        log.exception("could not start the health checker")

@@ -1,0 +1,263 @@
+"""Every Prometheus metric of llmqueue, in one place.
+
+Two kinds, because they answer two questions:
+
+- **Events** (counters and histograms: jobs submitted and finished, attempts, upstream and
+  queue-wait times, cache lookups, rate-limit waits) are counted by the process where they
+  happen: web processes count submissions, drain workers count attempts and outcomes. With
+  several processes, prometheus_client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, set
+  by the project settings) keeps each process's values in a file of that directory, and a
+  scrape adds them up. A counter of a process that died stays in its file, so totals never
+  go backwards while the directory lives (wipe it when the host's services start).
+  Increments are made once the transaction that made the event commits (``on_commit``), so
+  a rolled-back step counts nothing and a retried step counts once.
+- **State** (queue depth, endpoint health, breaker state, in flight) is read from the
+  database when ``/metrics`` is scraped, so it is the same fleet-wide truth whichever web
+  process answers. Each read is one small query on a partial index (queued and running jobs
+  only) or on the endpoint rows; nothing counts the job history or the attempt log, which
+  grow to millions of rows. Finished jobs are counters, not a COUNT(*).
+
+On a fleet, each host has its own directory: a web host serves it at ``/metrics``, a worker-
+only host with ``manage.py llmqueue_metrics --port 9108``. Sum the event series over
+instances and take ``max`` of the state series (every web host reports the same database).
+
+    from llmqueue import metrics
+    metrics.cache_lookup(hit=True)
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter as Tally
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Count, Min
+from django.utils import timezone
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+#: upstream call durations, seconds: LLM calls take from milliseconds (cache, small models)
+#: to minutes (long generations)
+UPSTREAM_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+#: time from submission to the first claim, seconds: from "at once" to a day-long backlog
+WAIT_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400)
+
+JOBS_SUBMITTED = Counter(
+    "llmqueue_jobs_submitted", "Jobs queued (form, API, bulk, batch upload).", ["kind"]
+)
+JOBS_FINISHED = Counter(
+    "llmqueue_jobs_finished",
+    "Jobs that reached a terminal status, by that status (succeeded, dead, cancelled).",
+    ["outcome"],
+)
+ATTEMPTS = Counter(
+    "llmqueue_attempts",
+    "Upstream calls, by endpoint and outcome (success, retry, rejected, lost).",
+    ["endpoint", "outcome"],
+)
+UPSTREAM_SECONDS = Histogram(
+    "llmqueue_upstream_seconds",
+    "Duration of upstream calls, by endpoint.",
+    ["endpoint"],
+    buckets=UPSTREAM_BUCKETS,
+)
+QUEUE_WAIT_SECONDS = Histogram(
+    "llmqueue_queue_wait_seconds",
+    "Time from submission to the first claim (started_at - created_at) of finished jobs.",
+    buckets=WAIT_BUCKETS,
+)
+CACHE_LOOKUPS = Counter(
+    "llmqueue_cache_lookups", "Response cache lookups at submission, by result.", ["result"]
+)
+RATE_LIMIT_WAITS = Counter(
+    "llmqueue_rate_limit_waits",
+    "Jobs held back because a token bucket was empty (no attempt spent), by bucket scope.",
+    ["scope"],
+)
+UPSTREAM_RATE_LIMITED = Counter(
+    "llmqueue_upstream_rate_limited",
+    "Upstream answers 429 (the endpoint asked us to slow down), by endpoint.",
+    ["endpoint"],
+)
+
+
+def _after_commit(fn: Any) -> None:
+    # Outside a transaction on_commit runs at once; inside, only if the transaction commits.
+    transaction.on_commit(fn)
+
+
+# --- events: the hooks that services call ---------------------------------------------------
+
+
+def jobs_submitted(kinds: Iterable[str]) -> None:
+    """Count newly queued jobs (call inside the submitting transaction)."""
+    tally = Tally(kinds)
+    if tally:
+        _after_commit(lambda: [JOBS_SUBMITTED.labels(k).inc(n) for k, n in tally.items()])
+
+
+def jobs_finished(outcome: str, n: int = 1) -> None:
+    """Count ``n`` jobs that reached the terminal status ``outcome``."""
+    if n:
+        _after_commit(lambda: JOBS_FINISHED.labels(outcome).inc(n))
+
+
+def attempts_recorded(results: Sequence[Any], *, finished: dict[int, str]) -> None:
+    """Count a drain step's calls, and the jobs they finished.
+
+    ``results`` are ``llmqueue.jobs.AttemptResult``; ``finished`` maps each job whose terminal
+    transition won its fence to its new status. Queue waits of the finished jobs are read in
+    one query by primary key (it runs in the drain's step transaction).
+    """
+    from llmqueue.models import Job
+
+    calls = [
+        (r.claim.target.name, str(r.outcome), r.duration_ms / 1000.0, r.http_status == 429)
+        for r in results
+    ]
+    outcomes = Tally(finished.values())
+    waits = [
+        (started - created).total_seconds()
+        for created, started in Job.objects.filter(pk__in=list(finished)).values_list(
+            "created_at", "started_at"
+        )
+        if started is not None
+    ]
+
+    def count() -> None:
+        for endpoint, outcome, seconds, throttled in calls:
+            ATTEMPTS.labels(endpoint, outcome).inc()
+            UPSTREAM_SECONDS.labels(endpoint).observe(max(0.0, seconds))
+            if throttled:
+                UPSTREAM_RATE_LIMITED.labels(endpoint).inc()
+        for outcome, n in outcomes.items():
+            JOBS_FINISHED.labels(outcome).inc(n)
+        for seconds in waits:
+            QUEUE_WAIT_SECONDS.observe(max(0.0, seconds))
+
+    if calls or outcomes:
+        _after_commit(count)
+
+
+def attempts_lost(endpoints: Iterable[str]) -> None:
+    """Count calls cut off by a dead worker (their leases expired)."""
+    tally = Tally(endpoints)
+    if tally:
+        _after_commit(lambda: [ATTEMPTS.labels(e, "lost").inc(n) for e, n in tally.items()])
+
+
+def cache_lookup(*, hit: bool) -> None:
+    """Count one response-cache lookup (hook for ``llmqueue.cache``)."""
+    CACHE_LOOKUPS.labels("hit" if hit else "miss").inc()
+
+
+def rate_limit_wait(*, scope: str, n: int = 1) -> None:
+    """Count jobs deferred by an empty token bucket of ``scope`` (hook for the buckets)."""
+    RATE_LIMIT_WAITS.labels(scope).inc(n)
+
+
+# --- state: read from the database at scrape time -------------------------------------------
+
+
+class QueueStateCollector(Collector):
+    """Gauges read from the database on each scrape (see the module docstring)."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        from llmqueue.dispatch import endpoint_in_flight
+        from llmqueue.models import Endpoint, Job, Status
+
+        now = timezone.now()
+        depth = GaugeMetricFamily(
+            "llmqueue_queue_depth",
+            "Jobs waiting or running now, and dead letters waiting for an operator.",
+            labels=["status"],
+        )
+        # Only the statuses with a partial or small index: the history is counted by
+        # llmqueue_jobs_finished_total instead.
+        counts = dict(
+            Job.objects.filter(status__in=[Status.QUEUED, Status.RUNNING, Status.DEAD])
+            .values_list("status")
+            .annotate(n=Count("id"))
+            .order_by()
+        )
+        for status in (Status.QUEUED, Status.RUNNING, Status.DEAD):
+            depth.add_metric([status], counts.get(status, 0))
+        yield depth
+        due = Job.objects.filter(status=Status.QUEUED, available_at__lte=now)
+        oldest = due.aggregate(t=Min("available_at"))["t"]
+        yield GaugeMetricFamily(
+            "llmqueue_queue_due", "Queued jobs whose time has come (not backing off).", due.count()
+        )
+        yield GaugeMetricFamily(
+            "llmqueue_queue_oldest_due_seconds",
+            "How long the oldest due job has been claimable without being claimed.",
+            (now - oldest).total_seconds() if oldest else 0.0,
+        )
+        yield from _endpoint_families(list(Endpoint.objects.all()), endpoint_in_flight())
+
+
+def _endpoint_families(endpoints: list[Any], in_flight: dict[int, int]) -> Iterator[Any]:
+    labels = ["endpoint"]
+    enabled = GaugeMetricFamily("llmqueue_endpoint_enabled", "1 if enabled.", labels=labels)
+    healthy = GaugeMetricFamily(
+        "llmqueue_endpoint_healthy", "1 if its health checks pass.", labels=labels
+    )
+    breaker = GaugeMetricFamily(
+        "llmqueue_endpoint_breaker_state",
+        "1 for the circuit breaker's current state (closed, open, half_open).",
+        labels=["endpoint", "state"],
+    )
+    flight = GaugeMetricFamily(
+        "llmqueue_endpoint_in_flight", "Calls in flight under a live lease.", labels=labels
+    )
+    room = GaugeMetricFamily(
+        "llmqueue_endpoint_max_concurrency", "The endpoint's max_concurrency.", labels=labels
+    )
+    latency = GaugeMetricFamily(
+        "llmqueue_endpoint_latency_seconds",
+        "The balancer's latency average of the endpoint (peak EWMA).",
+        labels=labels,
+    )
+    for e in endpoints:
+        enabled.add_metric([e.name], float(e.enabled))
+        healthy.add_metric([e.name], float(e.healthy))
+        for state in ("closed", "open", "half_open"):
+            breaker.add_metric([e.name, state], float(e.breaker_state == state))
+        flight.add_metric([e.name], in_flight.get(e.id, 0))
+        room.add_metric([e.name], e.max_concurrency)
+        if e.latency_ms is not None:
+            latency.add_metric([e.name], e.latency_ms / 1000.0)
+    yield from (enabled, healthy, breaker, flight, room, latency)
+
+
+_STATE = CollectorRegistry(auto_describe=False)
+_STATE.register(QueueStateCollector())
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def events_registry() -> Any:
+    """The events of every process of this host (multiprocess mode), or of this process."""
+    if multiprocess_dir():
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return registry
+    return REGISTRY
+
+
+def exposition(*, state: bool = True) -> bytes:
+    """The Prometheus text of ``/metrics``: events (django-prometheus's too), then state."""
+    text = generate_latest(events_registry())
+    return text + generate_latest(_STATE) if state else text

@@ -1,0 +1,124 @@
+"""Long-running tasks: the slots that bound how many run, and how they stop.
+
+Slots: how many long-running tasks of a kind may run, held by heartbeat.
+
+A drain takes one of its host's ``DRAINS_PER_HOST`` slots; the health checker takes the one
+slot of the fleet. A slot is free when nobody holds it, when its holder's heartbeat is older
+than ``SLOT_STALE_S`` (the holder hung or its machine died), or when its holder was a process
+of this very host that no longer runs (a crash: no need to wait for the heartbeat to age).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+
+from django.utils import timezone
+
+from llmqueue.conf import conf
+from llmqueue.models import DrainSlot
+
+#: the health checker's slot: one for the whole fleet, whatever host holds it
+HEALTH_HOST = "@health"
+
+
+def slot_owner() -> str:
+    """A holder name for this process: its pid (for the crash check) and a random part."""
+    return f"{os.getpid()}-{socket.gethostname()}-{secrets.token_hex(4)}"
+
+
+def _pid_dead(owner: str | None) -> bool:
+    """True when ``owner`` names a process of this host that no longer runs (or is a zombie)."""
+    pid_text, _, rest = (owner or "").partition("-")
+    host = rest.rsplit("-", 1)[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    try:
+        with open(f"/proc/{int(pid_text)}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in {"Z", "X"}
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+
+
+def _live(slot: DrainSlot, now: datetime) -> bool:
+    if not slot.owner or slot.heartbeat_at is None:
+        return False
+    if slot.heartbeat_at < now - timedelta(seconds=conf.SLOT_STALE_S):
+        return False
+    return not _pid_dead(slot.owner)
+
+
+def slot_acquire(*, host: str, count: int, owner: str) -> DrainSlot | None:
+    """Take one of ``host``'s ``count`` slots for ``owner``; None when live holders have all."""
+    now = timezone.now()
+    have = set(DrainSlot.objects.filter(host=host).values_list("number", flat=True))
+    missing = [DrainSlot(host=host, number=n) for n in range(count) if n not in have]
+    if missing:
+        DrainSlot.objects.bulk_create(missing, ignore_conflicts=True)
+    for slot in DrainSlot.objects.filter(host=host, number__lt=count).order_by("number"):
+        if _live(slot, now):
+            continue
+        # Compare-and-set on what we saw: of two takers that saw the slot free, one wins.
+        won = DrainSlot.objects.filter(
+            pk=slot.pk, owner=slot.owner, heartbeat_at=slot.heartbeat_at
+        ).update(owner=owner, heartbeat_at=now)
+        if won:
+            slot.owner, slot.heartbeat_at = owner, now
+            return slot
+    return None
+
+
+def slot_beat(slot: DrainSlot) -> bool:
+    """Renew the heartbeat; False if the slot was taken from us (we looked dead)."""
+    return bool(
+        DrainSlot.objects.filter(pk=slot.pk, owner=slot.owner).update(heartbeat_at=timezone.now())
+    )
+
+
+def slot_release(slot: DrainSlot) -> None:
+    DrainSlot.objects.filter(pk=slot.pk, owner=slot.owner).update(owner=None)
+
+
+def slots_live(*, health: bool = False) -> int:
+    """How many slots are held by live holders: drains anywhere in the fleet, or the checker."""
+    now = timezone.now()
+    fresh = DrainSlot.objects.filter(
+        owner__isnull=False, heartbeat_at__gte=now - timedelta(seconds=conf.SLOT_STALE_S)
+    )
+    fresh = fresh.filter(host=HEALTH_HOST) if health else fresh.exclude(host=HEALTH_HOST)
+    return sum(1 for s in fresh if _live(s, now))
+
+
+@contextlib.contextmanager
+def stop_on_signals(on_stop: Callable[[int], None]) -> Iterator[None]:
+    """Run a long task that stops cleanly on SIGINT or SIGTERM, calling ``on_stop(signum)``.
+
+    django-q2 runs a task in its worker's main thread, where SIGINT is ignored and SIGTERM
+    kills. Inside this block either one asks the task to stop instead. SIGINT to the
+    cluster's process group (Ctrl-C, `llmqueue_serve`, the tests) is the clean stop of
+    everything: the cluster stops, the tasks stop, the workers take their STOP pills. After a
+    SIGTERM (systemd signals the whole group) the worker still dies, once the task settled.
+    """
+    got: list[int] = []
+
+    def handler(signum: int, frame: object) -> None:
+        got.append(signum)
+        on_stop(signum)
+
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    if signal.SIGTERM in got:
+        os.kill(os.getpid(), signal.SIGTERM)
