@@ -6,12 +6,16 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Now
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
+from django.utils.html import format_html
 
+from llmqueue.dispatch import breaker_reset
 from llmqueue.errors import TransitionError
+from llmqueue.health import endpoints_check
 from llmqueue.jobs import job_retry, jobs_retry
 from llmqueue.models import DeadLetter, Endpoint, Job, JobAttempt, Status
 
@@ -94,14 +98,28 @@ class EndpointAdmin(admin.ModelAdmin):
         "weight",
         "max_concurrency",
         "enabled",
-        "healthy",
-        "breaker_state",
-        "latency_ms",
+        "health_badge",
+        "breaker_badge",
+        "latency",
+        "in_flight",
         "has_key",
     ]
     list_filter = ["enabled", "healthy", "breaker_state"]
     search_fields = ["name", "base_url"]
-    actions = ["enable", "disable"]
+    actions = ["enable", "disable", "reset_breaker", "check_health"]
+    readonly_fields = ["healthy", "last_check_at", "last_error", "breaker_state", "breaker"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Endpoint]:
+        running = (
+            Job.objects.filter(
+                endpoint=OuterRef("pk"), status=Status.RUNNING, lease_expires_at__gt=Now()
+            )
+            .order_by()
+            .values("endpoint")
+            .annotate(n=Count("id"))
+            .values("n")
+        )
+        return super().get_queryset(request).annotate(running=Subquery(running))
 
     @admin.display(description="models")
     def models_list(self, obj: Endpoint) -> str:
@@ -111,6 +129,27 @@ class EndpointAdmin(admin.ModelAdmin):
     def has_key(self, obj: Endpoint) -> bool:
         return bool(obj.api_key)
 
+    @admin.display(description="health", ordering="healthy")
+    def health_badge(self, obj: Endpoint) -> str:
+        if not obj.enabled:
+            return _badge("disabled", "#57606a")
+        if obj.healthy:
+            return _badge("healthy", "#116329")
+        return _badge("unhealthy", "#a40e26", title=obj.last_error)
+
+    @admin.display(description="breaker", ordering="breaker_state")
+    def breaker_badge(self, obj: Endpoint) -> str:
+        colors = {"closed": "#116329", "half_open": "#7d4e00", "open": "#a40e26"}
+        return _badge(obj.breaker_state, colors.get(obj.breaker_state, "#57606a"))
+
+    @admin.display(description="latency", ordering="latency_ms")
+    def latency(self, obj: Endpoint) -> str:
+        return "-" if obj.latency_ms is None else f"{obj.latency_ms:.0f} ms"
+
+    @admin.display(description="in flight")
+    def in_flight(self, obj: Endpoint) -> str:
+        return f"{getattr(obj, 'running', None) or 0} / {obj.max_concurrency}"
+
     @admin.action(description="Enable selected endpoints")
     def enable(self, request: HttpRequest, queryset: QuerySet[Endpoint]) -> None:
         self.message_user(request, f"Enabled {queryset.update(enabled=True)} endpoint(s).")
@@ -118,6 +157,27 @@ class EndpointAdmin(admin.ModelAdmin):
     @admin.action(description="Disable selected endpoints")
     def disable(self, request: HttpRequest, queryset: QuerySet[Endpoint]) -> None:
         self.message_user(request, f"Disabled {queryset.update(enabled=False)} endpoint(s).")
+
+    @admin.action(description="Reset the breaker (close it now)")
+    def reset_breaker(self, request: HttpRequest, queryset: QuerySet[Endpoint]) -> None:
+        n = breaker_reset(endpoint_ids=queryset.values_list("pk", flat=True))
+        self.message_user(request, f"Closed the breaker of {n} endpoint(s).")
+
+    @admin.action(description="Check health now")
+    def check_health(self, request: HttpRequest, queryset: QuerySet[Endpoint]) -> None:
+        result = endpoints_check(endpoint_ids=list(queryset.values_list("pk", flat=True)))
+        summary = ", ".join(f"{n}: {'healthy' if ok else 'unhealthy'}" for n, ok in result.items())
+        self.message_user(request, f"Checked {summary}.")
+
+
+def _badge(text: str, color: str, *, title: str = "") -> str:
+    return format_html(
+        '<span title="{}" style="color:#fff;background:{};padding:1px 6px;'
+        'border-radius:8px">{}</span>',
+        title,
+        color,
+        text,
+    )
 
 
 class AttemptInline(admin.TabularInline):
