@@ -92,12 +92,20 @@ def echo_endpoint(db: Any) -> Any:
 
 
 class StandInProcess:
-    def __init__(self, *, api_key: str | None = None) -> None:
-        self.port = free_port()
+    def __init__(self, *, port: int | None = None, latency_ms: float = 0.0) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.base_url = f"{self.url}/v1"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "llmqueue.standin", "--port", str(self.port)],
+            [
+                sys.executable,
+                "-m",
+                "llmqueue.standin",
+                "--port",
+                str(self.port),
+                "--latency-ms",
+                str(latency_ms),
+            ],
             cwd=ROOT,
         )
         wait_until(self._up, timeout=15, what="the stand-in to listen")
