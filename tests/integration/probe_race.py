@@ -13,7 +13,7 @@ import time
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
-import django  # noqa: E402
+import django
 
 django.setup()
 
