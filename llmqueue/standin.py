@@ -12,8 +12,8 @@ It answers like ``llmqueue.echo``, after a configurable latency, and can be told
     POST /reset     clears the log and every failure setting
 
 ``status`` makes every call answer that status (with an OpenAI-shaped error body);
-``fail_next`` fails only the next N calls; ``models_status`` fails the health route. Runs in its own process, so that its CPU is not the
-worker's.
+``fail_next`` fails only the next N calls; ``models_status`` fails the health route.
+Runs in its own process, so that its CPU is not the worker's.
 """
 
 from __future__ import annotations
@@ -77,10 +77,9 @@ class StandIn:
             self.in_flight -= 1
 
     async def list_models(self, request: web.Request) -> web.Response:
-        if self.settings.get("status"):
-            return web.json_response(
-                {"error": {"message": "down"}}, status=int(self.settings["status"])
-            )
+        if self.settings.get("models_status"):
+            status = int(self.settings["models_status"])
+            return web.json_response({"error": {"message": "down"}}, status=status)
         return web.json_response(models_answer(self.models))
 
     async def control(self, request: web.Request) -> web.Response:

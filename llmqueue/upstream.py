@@ -146,12 +146,16 @@ class Upstream:
                 json=claim.payload,
                 timeout=httpx.Timeout(target.timeout_s, connect=min(10.0, target.timeout_s)),
             )
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            # Refused, unreachable, or no connection in time: the request never left, so the
+            # job spent nothing. (The aiohttp transport reports a refusal as ConnectTimeout;
+            # its cause says what really happened.)
+            cause = exc.__cause__ or exc
+            error = f"cannot connect: {type(cause).__name__}: {cause}"
+            return self._failed(claim, started, t0, error, spent=False)
         except httpx.TimeoutException as exc:
             error = f"timeout after {target.timeout_s:g}s ({type(exc).__name__})"
             return self._failed(claim, started, t0, error, spent=True)
-        except httpx.ConnectError as exc:
-            # Refused or unreachable: the request never left, so the job spent nothing.
-            return self._failed(claim, started, t0, f"ConnectError: {exc}", spent=False)
         except httpx.HTTPError as exc:
             return self._failed(claim, started, t0, f"{type(exc).__name__}: {exc}", spent=True)
         return classify(claim, response, started, (time.perf_counter() - t0) * 1000)

@@ -195,6 +195,11 @@ class Cluster:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        # A cluster that cannot start (a failed system check, say) says so now, not as a
+        # time-out later.
+        time.sleep(0.5)
+        if self.proc.poll() is not None:
+            raise AssertionError(f"qcluster exited at once:\n{self.output()}")
         return self
 
     def kill(self) -> None:

@@ -8,7 +8,9 @@ import time
 import httpx
 import pytest
 
-from llmqueue.jobs import Claim, Target
+from llmqueue.breaker import CallOutcome
+from llmqueue.dispatch import Target
+from llmqueue.jobs import Claim
 from llmqueue.models import Outcome
 from llmqueue.upstream import Upstream, parse_retry_after
 
@@ -98,9 +100,12 @@ def test_connect_error_and_timeout_are_retryable():
     def slow(r):
         raise httpx.ReadTimeout("slow")
 
-    assert run(refuse)[0].outcome == Outcome.RETRY
+    refused = run(refuse)[0]
+    assert refused.outcome == Outcome.RETRY and refused.spent is False  # never sent: refunded
+    assert refused.health == CallOutcome.FAILURE
     result = run(slow)[0]
     assert result.outcome == Outcome.RETRY and result.error.startswith("timeout")
+    assert result.spent is True and result.health == CallOutcome.FAILURE
 
 
 def test_non_json_success_is_retryable():
@@ -116,3 +121,46 @@ def test_parse_retry_after():
     assert parse_retry_after(when, now=now) == pytest.approx(30, abs=1)
     assert parse_retry_after("soon") is None
     assert parse_retry_after(None) is None
+
+
+def test_a_refused_connection_through_the_real_transport_is_not_spent():
+    """Through aiohttp, to a port where nothing listens (the transport's own mapping)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    target = Target(
+        id=9, name="gone", base_url=f"http://127.0.0.1:{port}/v1", api_key="", timeout_s=5
+    )
+    c = Claim(
+        job_id=1,
+        token="t",
+        kind="chat",
+        payload={"model": "m"},
+        attempt=1,
+        max_attempts=5,
+        target=target,
+    )
+
+    async def go():
+        up = Upstream(max_connections=2)
+        try:
+            return await up.call(c)
+        finally:
+            await up.aclose()
+
+    result = asyncio.run(go())
+    assert result.outcome == Outcome.RETRY and result.spent is False
+    assert result.error.startswith("cannot connect")
+
+
+def test_health_of_statuses():
+    for status, health in [
+        (200, CallOutcome.SUCCESS),
+        (503, CallOutcome.FAILURE),
+        (429, CallOutcome.NEUTRAL),
+        (400, CallOutcome.NEUTRAL),
+    ]:
+        result, _ = run(lambda r, s=status: httpx.Response(s, json={}))
+        assert result.health == health, status
