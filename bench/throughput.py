@@ -16,7 +16,9 @@ One run, from the repository root's code:
    test client, in this process: the real view, serializer and service), 1000 per request;
    jobs/s = jobs / (last ``finished_at`` - the moment before the first submission);
 5. the worker CPU: utime + stime of the qcluster process and all its descendants
-   (``/proc/<pid>/stat``), from just before submission until all jobs finished;
+   (``/proc/<pid>/stat``), from just before submission until all jobs finished; beside it,
+   where the machine's cores went meanwhile (a busy neighbour shows as "other processes"),
+   and the run's shape from the rows it left (claims, writes, how busy the call places were);
 6. submit-to-upstream-call latency (first ``JobAttempt.started_at`` - ``Job.created_at``) of
    single jobs via ``POST /api/jobs/``: "idle" with no drain alive (each waits until the
    previous one's drain has exited), then "warm" while a drain lingers.
@@ -33,7 +35,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import logging
 import os
 import random
 import shutil
@@ -54,7 +55,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.upstream_clients import ceiling, chat_payload, standin  # noqa: E402
+from bench.upstream_clients import ceiling, chat_payload, cpu_seconds, standin_process  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BULK_CHUNK = 1000
@@ -80,6 +81,47 @@ def _proc_stats() -> dict[int, tuple[int, int, float]]:
         cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
         stats[int(entry)] = (int(fields[1]), int(fields[19]), cpu)
     return stats
+
+
+def machine_busy_s() -> float:
+    """CPU seconds all cores spent busy since boot, from /proc/stat."""
+    with open("/proc/stat") as f:
+        ticks = [int(v) for v in f.readline().split()[1:9]]  # user .. steal
+    return (sum(ticks) - ticks[3] - ticks[4]) / CLK_TCK  # less idle and iowait
+
+
+class CpuBudget:
+    """Where the machine's CPU went over a window, in cores: the workers (a ``CpuTree``), the
+    stand-in, this process (submission and polling), and everything else on the machine."""
+
+    def __init__(self, workers: CpuTree, standin_pid: int) -> None:
+        self.workers = workers
+        self.standin_pid = standin_pid
+
+    def _now(self) -> tuple[float, float, float, float]:
+        return (
+            time.monotonic(),
+            machine_busy_s(),
+            cpu_seconds(self.standin_pid),
+            time.process_time(),
+        )
+
+    def start(self) -> None:
+        self.workers.start()
+        self.first = self._now()
+
+    def stop(self) -> dict[str, float]:
+        self.workers.sample()
+        wall, machine, standin, own = (b - a for a, b in zip(self.first, self._now(), strict=True))
+        workers = self.workers.seconds()
+        cores = {
+            "workers": workers / wall,
+            "standin": standin / wall,
+            "bench": own / wall,
+            "others": (machine - workers - standin - own) / wall,
+            "machine": machine / wall,
+        }
+        return {k: round(v, 2) for k, v in cores.items()}
 
 
 class CpuTree:
@@ -156,9 +198,6 @@ def configure(args: argparse.Namespace, tmp: Path) -> None:
     from django.core.management import call_command
 
     django.setup()
-    # The settings quiet "django_q", but django-q2 logs as "django-q"; its INFO lines (one per
-    # enqueued drain) would interleave with the table.
-    logging.getLogger("django-q").setLevel(logging.WARNING)
     # whitenoise warns once per request handler that STATIC_ROOT was never collected.
     warnings.filterwarnings("ignore", message="No directory at")
     call_command("migrate", verbosity=0)
@@ -312,9 +351,9 @@ def run_shape(user: Any, *, t0: datetime, t1: datetime, inflight: int) -> dict[s
 
 
 def drain_alive() -> bool:
-    from llmqueue.models import DrainSlot
+    from llmqueue.slots import slots_live
 
-    return DrainSlot.objects.filter(owner__isnull=False).exists()
+    return slots_live() > 0
 
 
 def wait_idle(*, timeout: float) -> bool:
@@ -389,23 +428,29 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     from llmqueue.models import Job, Status
 
     total_inflight = args.inflight * args.workers
-    with standin(latency_ms=args.latency_ms) as base_url:
-        user = make_endpoint_and_user(base_url)
-        roof = ceiling(base_url, calls=args.ceiling_calls or args.jobs, inflight=total_inflight)
+    with standin_process(latency_ms=args.latency_ms) as server:
+        user = make_endpoint_and_user(server.base_url)
+        roof = ceiling(
+            server.base_url,
+            calls=args.ceiling_calls or args.jobs,
+            inflight=total_inflight,
+            server_pid=server.pid,
+        )
         client = Client(HTTP_HOST="localhost")
         client.force_login(user)
         cluster = start_cluster(tmp / "qcluster.log")
         tree = CpuTree(cluster.pid)
+        budget = CpuBudget(tree, server.pid)
         try:
             with profiled(cluster.pid, args.profile):
-                tree.start()
+                budget.start()
                 t0 = timezone.now()
                 submit_bulk(client, args.jobs)
                 submitted_s = (timezone.now() - t0).total_seconds()
                 counts = wait_all_terminal(
                     user, args.jobs, timeout=args.timeout, on_poll=tree.sample
                 )
-                tree.sample()
+                cores = budget.stop()
             cpu_s = tree.seconds()
             t1 = Job.objects.filter(owner=user).aggregate(t=Max("finished_at"))["t"]
             shape = run_shape(user, t0=t0, t1=t1, inflight=total_inflight)
@@ -430,10 +475,12 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "ideal_per_s": round(total_inflight * 1000 / args.latency_ms, 1),
         "ceiling_calls_per_s": round(roof["calls_per_s"], 1),
         "ceiling_cpu_ms_per_call": round(roof["cpu_ms_per_call"], 3),
+        "ceiling_standin_cpu_ms_per_call": round(roof["server_cpu_ms_per_call"], 3),
         "ratio": round(jobs_per_s / roof["calls_per_s"], 3),
         "worker_cpu_ms_per_job": round(cpu_s * 1000 / args.jobs, 3),
         "worker_cpu_by_process": tree.by_process()[:6],
         **shape,
+        "cores_used": cores,
         "idle_submit_to_call_ms": _stats(latency["idle"]) | {"n": len(latency["idle"])},
         "warm_submit_to_call_ms": _stats(latency["warm"]) | {"n": len(latency["warm"])},
     }
@@ -462,6 +509,13 @@ def print_summary(r: dict[str, Any]) -> None:
             f"first claim at {r['first_claim_s']:.2f} s, {r['claims']} claims "
             f"({r['jobs_per_claim']} jobs each), {r['writes']} writes "
             f"({r['results_per_write']} results each), upstream busy {r['upstream_busy']:.0%}",
+        ),
+        (
+            "cores used",
+            "workers {workers}, stand-in {standin}, this process {bench}, "
+            "other processes {others}; machine {machine} of {ncpu}".format(
+                **r["cores_used"], ncpu=os.cpu_count()
+            ),
         ),
     ]
     for name, value in rows:

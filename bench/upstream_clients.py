@@ -11,8 +11,9 @@ with exactly N calls in flight (N worker coroutines sharing one counter) through
     httpx+aiohttp   one httpx.AsyncClient over httpx_aiohttp.AiohttpTransport (limits = N),
                     the way llmqueue.upstream calls endpoints
 
-and prints calls/s, the ideal N / latency, and the client process's CPU per call
-(``time.process_time`` delta / calls). ``ceiling()`` runs the aiohttp variant for other
+and prints calls/s, the ideal N / latency, and CPU per call of the client process
+(``time.process_time``) and of the stand-in (``/proc/<pid>/stat``): on a 2-core machine the two
+together bound what any client can reach. ``ceiling()`` runs the aiohttp variant for other
 benchmarks (bench/throughput.py).
 """
 
@@ -21,7 +22,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import itertools
+import os
 import socket
 import subprocess
 import sys
@@ -36,7 +39,23 @@ from httpx_aiohttp import AiohttpTransport
 
 ROOT = Path(__file__).resolve().parent.parent
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
 ClientFactory = Callable[[int], httpx.AsyncClient]
+
+
+@dataclasses.dataclass(frozen=True)
+class StandIn:
+    base_url: str
+    pid: int
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a running process, from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        # The command name may hold spaces and parentheses: split after the last ")".
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # stat fields 14 and 15
 
 
 def free_port() -> int:
@@ -47,8 +66,8 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def standin(*, latency_ms: float, ready_s: float = 15.0) -> Iterator[str]:
-    """Run the stand-in endpoint in a subprocess; yields its base URL (``http://.../v1``)."""
+def standin_process(*, latency_ms: float, ready_s: float = 15.0) -> Iterator[StandIn]:
+    """Run the stand-in endpoint in a subprocess; yields its base URL and pid."""
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -78,7 +97,7 @@ def standin(*, latency_ms: float, ready_s: float = 15.0) -> Iterator[str]:
                         f"the stand-in did not answer within {ready_s:g} s"
                     ) from None
                 time.sleep(0.05)
-        yield base_url
+        yield StandIn(base_url, proc.pid)
     finally:
         proc.terminate()
         try:
@@ -86,6 +105,13 @@ def standin(*, latency_ms: float, ready_s: float = 15.0) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextlib.contextmanager
+def standin(*, latency_ms: float, ready_s: float = 15.0) -> Iterator[str]:
+    """Run the stand-in endpoint in a subprocess; yields its base URL (``http://.../v1``)."""
+    with standin_process(latency_ms=latency_ms, ready_s=ready_s) as server:
+        yield server.base_url
 
 
 def chat_payload(i: int) -> dict[str, Any]:
@@ -121,34 +147,48 @@ async def _calls(client: httpx.AsyncClient, url: str, *, calls: int, inflight: i
 
 
 async def _measure(
-    factory: ClientFactory, base_url: str, *, calls: int, inflight: int
+    factory: ClientFactory, base_url: str, *, calls: int, inflight: int, server_pid: int | None
 ) -> dict[str, Any]:
     url = f"{base_url}/chat/completions"
+
+    def server_cpu() -> float:
+        return cpu_seconds(server_pid) if server_pid else 0.0
+
     async with factory(inflight) as client:
         # One untimed round opens the connections: the ceiling is the steady state.
         await _calls(client, url, calls=inflight, inflight=inflight)
-        cpu0, t0 = time.process_time(), time.perf_counter()
+        cpu0, server0, t0 = time.process_time(), server_cpu(), time.perf_counter()
         await _calls(client, url, calls=calls, inflight=inflight)
         seconds = time.perf_counter() - t0
-        cpu = time.process_time() - cpu0
-    return {
+        cpu, server_used = time.process_time() - cpu0, server_cpu() - server0
+    result = {
         "inflight": inflight,
         "calls": calls,
         "seconds": seconds,
         "calls_per_s": calls / seconds,
         "cpu_ms_per_call": cpu * 1000 / calls,
     }
+    if server_pid:
+        result["server_cpu_ms_per_call"] = server_used * 1000 / calls
+    return result
 
 
-def measure(client: str, base_url: str, *, calls: int, inflight: int) -> dict[str, Any]:
-    """Run ``calls`` calls with ``inflight`` in flight through the client named ``client``."""
-    result = asyncio.run(_measure(CLIENTS[client], base_url, calls=calls, inflight=inflight))
+def measure(
+    client: str, base_url: str, *, calls: int, inflight: int, server_pid: int | None = None
+) -> dict[str, Any]:
+    """Run ``calls`` calls with ``inflight`` in flight through the client named ``client``;
+    with ``server_pid``, the server's CPU per call too."""
+    result = asyncio.run(
+        _measure(CLIENTS[client], base_url, calls=calls, inflight=inflight, server_pid=server_pid)
+    )
     return {"client": client, **result}
 
 
-def ceiling(base_url: str, *, calls: int, inflight: int) -> dict[str, Any]:
+def ceiling(
+    base_url: str, *, calls: int, inflight: int, server_pid: int | None = None
+) -> dict[str, Any]:
     """The best calls/s llmqueue's client (httpx over aiohttp) reaches against ``base_url``."""
-    return measure("httpx+aiohttp", base_url, calls=calls, inflight=inflight)
+    return measure("httpx+aiohttp", base_url, calls=calls, inflight=inflight, server_pid=server_pid)
 
 
 def main() -> None:
@@ -160,15 +200,18 @@ def main() -> None:
     levels = [int(n) for n in args.inflight.split(",")]
     print(
         f"{'client':<15} {'in-flight':>9} {'calls':>6} {'seconds':>8} {'calls/s':>8} "
-        f"{'ideal/s':>8} {'CPU ms/call':>11}"
+        f"{'ideal/s':>8} {'client CPU ms/call':>18} {'stand-in CPU ms/call':>20}"
     )
-    with standin(latency_ms=args.latency_ms) as base_url:
+    with standin_process(latency_ms=args.latency_ms) as server:
         for inflight, client in itertools.product(levels, CLIENTS):
-            r = measure(client, base_url, calls=args.calls, inflight=inflight)
+            r = measure(
+                client, server.base_url, calls=args.calls, inflight=inflight, server_pid=server.pid
+            )
             ideal = inflight * 1000 / args.latency_ms if args.latency_ms else float("inf")
             print(
                 f"{client:<15} {inflight:>9} {r['calls']:>6} {r['seconds']:>8.2f} "
-                f"{r['calls_per_s']:>8.0f} {ideal:>8.0f} {r['cpu_ms_per_call']:>11.2f}",
+                f"{r['calls_per_s']:>8.0f} {ideal:>8.0f} {r['cpu_ms_per_call']:>18.2f} "
+                f"{r['server_cpu_ms_per_call']:>20.2f}",
                 flush=True,
             )
 

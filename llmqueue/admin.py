@@ -5,19 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Now
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import get_object_or_404
-from django.urls import path, reverse
+from django.http import HttpRequest
 from django.utils.html import format_html
 
+# Jobs and dead letters live in llmqueue.admin_jobs; importing it registers them.
+from llmqueue import admin_jobs  # noqa: F401
 from llmqueue.dispatch import breaker_reset
-from llmqueue.errors import TransitionError
 from llmqueue.health import endpoints_check
-from llmqueue.jobs import job_retry, jobs_retry
-from llmqueue.models import DeadLetter, Endpoint, Job, JobAttempt, Status
+from llmqueue.models import Endpoint, Job, Status
 
 
 class EndpointForm(forms.ModelForm):
@@ -180,119 +178,5 @@ def _badge(text: str, color: str, *, title: str = "") -> str:
     )
 
 
-class AttemptInline(admin.TabularInline):
-    model = JobAttempt
-    extra = 0
-    can_delete = False
-    fields = [
-        "number",
-        "endpoint_name",
-        "started_at",
-        "duration_ms",
-        "http_status",
-        "outcome",
-        "error",
-    ]
-    readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
-class JobAdminBase(admin.ModelAdmin):
-    list_display = [
-        "id",
-        "owner",
-        "status",
-        "kind",
-        "model",
-        "priority",
-        "attempts",
-        "endpoint",
-        "created_at",
-    ]
-    list_filter = ["status", "priority", "kind", "endpoint"]
-    search_fields = ["id", "model", "owner__username", "idempotency_key"]
-    list_select_related = ["owner", "endpoint"]
-    inlines = [AttemptInline]
-    readonly_fields = [
-        "owner",
-        "batch",
-        "kind",
-        "model",
-        "payload",
-        "status",
-        "attempts",
-        "max_attempts",
-        "priority",
-        "available_at",
-        "endpoint",
-        "result",
-        "error",
-        "cache",
-        "cache_hit",
-        "idempotency_key",
-        "created_at",
-        "started_at",
-        "finished_at",
-        "lease_expires_at",
-    ]
-    exclude = ["lease_token"]
-    actions = ["retry_selected"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # jobs are submitted through the API or the form, never hand-made
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False  # the state machine (llmqueue.jobs) is the only writer
-
-    @admin.action(description="Retry selected", permissions=["view"])
-    def retry_selected(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        n = jobs_retry(job_ids=queryset.values_list("pk", flat=True))
-        skipped = queryset.count() - n if n < queryset.count() else 0
-        msg = f"Queued {n} job(s) again."
-        if skipped:
-            msg += f" {skipped} were not dead or cancelled and were left alone."
-        self.message_user(request, msg, messages.SUCCESS if n else messages.WARNING)
-
-    def get_urls(self) -> list[Any]:
-        opts = self.model._meta
-        return [
-            path(
-                "<int:pk>/retry/",
-                self.admin_site.admin_view(self.retry_one),
-                name=f"{opts.app_label}_{opts.model_name}_retry",
-            ),
-            *super().get_urls(),
-        ]
-
-    def retry_one(self, request: HttpRequest, pk: int) -> HttpResponse:
-        job = get_object_or_404(Job, pk=pk)
-        if request.method == "POST":
-            try:
-                job_retry(job_id=job.pk)
-            except TransitionError as exc:
-                self.message_user(request, str(exc), messages.ERROR)
-            else:
-                self.message_user(request, f"Job {job.pk} queued again.", messages.SUCCESS)
-        # Its page among all jobs: once requeued it is no longer a dead letter.
-        return HttpResponseRedirect(reverse("admin:llmqueue_job_change", args=[job.pk]))
-
-
-@admin.register(Job)
-class JobAdmin(JobAdminBase):
-    pass
-
-
-@admin.register(DeadLetter)
-class DeadLetterAdmin(JobAdminBase):
-    list_display = ["id", "owner", "model", "attempts", "short_error", "endpoint", "finished_at"]
-    list_filter = ["priority", "kind", "endpoint"]
-    change_form_template = "admin/llmqueue/deadletter/change_form.html"
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Job]:
-        return super().get_queryset(request).filter(status=Status.DEAD)
-
-    @admin.display(description="error")
-    def short_error(self, obj: Job) -> str:
-        return obj.error[:120]
+# The response cache's admin (entries, purges, warming) lives beside the cache.
+from llmqueue.cache.admin import CacheEntryAdmin  # noqa: E402, F401

@@ -60,6 +60,10 @@ class Defaults:
     READY_HEARTBEAT_S: float = 150.0
     #: the most lines (jobs) one JSONL batch upload may hold; all are queued in one transaction
     BATCH_MAX_LINES: int = 50000
+    #: calls per second to all endpoints together (0: no limit), with this burst (0: one
+    #: second's worth)
+    GLOBAL_RPS: float = 0.0
+    GLOBAL_BURST: float = 0.0
     #: how a model's jobs are spread over its endpoints: weighted_round_robin, round_robin,
     #: least_in_flight or latency (llmqueue.balancer)
     BALANCER: str = "weighted_round_robin"
@@ -85,6 +89,21 @@ class Defaults:
     #: ...unhealthy after this many failed checks in a row, healthy after this many good ones
     HEALTH_UNHEALTHY_AFTER: int = 2
     HEALTH_HEALTHY_AFTER: int = 1
+    #: the response cache (llmqueue.cache) for every job; a job's "cache": false skips it alone
+    CACHE_ENABLED: bool = True
+    #: how long a cached answer is served, seconds; a job's cache_ttl may only shorten it
+    CACHE_TTL_S: int = 86400
+    #: models whose answers are not private: one cache for all users ("*": every model).
+    #: Comma separated (env), or a list. Every other model's answers go only to their owner.
+    CACHE_SHARED_MODELS: str = ""
+    #: the database level's bounds; above either, least recently used entries are evicted
+    CACHE_MAX_ENTRIES: int = 100000
+    CACHE_MAX_BYTES: int = 1024 * 1024 * 1024
+    #: how often a process checks those bounds and deletes expired entries, seconds
+    CACHE_EVICT_INTERVAL_S: float = 30.0
+    #: each process's in-memory level: entries and bytes
+    CACHE_L1_MAX_ENTRIES: int = 1000
+    CACHE_L1_MAX_BYTES: int = 64 * 1024 * 1024
     #: serve the built-in OpenAI-compatible echo under /demo/v1 (make run turns it on)
     DEMO_ENDPOINT: bool = False
 

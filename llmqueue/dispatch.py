@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from django.db.models import Count
@@ -124,20 +124,41 @@ class Seat:
 class Pools:
     """The seats of every model, for one claim; ``assign`` hands out one job's place."""
 
-    def __init__(self, by_model: dict[str, list[Seat]], settings: BreakerSettings) -> None:
+    def __init__(
+        self, by_model: dict[str, list[Seat]], settings: BreakerSettings, endpoints: list[Endpoint]
+    ) -> None:
         self.by_model = by_model
         self._settings = settings
+        self._endpoints = endpoints
 
     def room(self) -> dict[str, int]:
         return {m: sum(s.room for s in seats) for m, seats in self.by_model.items()}
 
-    def assign(self, model: str) -> Seat | None:
-        """The seat that takes the next job of ``model``; None when no endpoint can."""
+    def endpoints(self) -> list[Endpoint]:
+        """The endpoints that have seats."""
+        return self._endpoints
+
+    def assign(
+        self, model: str, *, only: int | None = None, admit: Callable[[Seat], bool] | None = None
+    ) -> Seat | None:
+        """The seat that takes the next job of ``model``; None when no endpoint can.
+
+        ``only``: the job is pinned to that endpoint. ``admit``: a seat the job may not use
+        now (its rate limits, say) is passed over for this job.
+        """
+        refused: set[int] = set()
         while True:
-            pool = [s for s in self.by_model.get(model, ()) if s.room > 0]
+            pool = [
+                s
+                for s in self.by_model.get(model, ())
+                if s.room > 0 and s.id not in refused and (only is None or s.id == only)
+            ]
             seat = _strategy(model).pick(model, pool)
             if seat is None:
                 return None
+            if admit is not None and not admit(seat):
+                refused.add(seat.id)
+                continue
             if seat.probing and not self._grant_probe(seat):
                 seat.room = 0
                 continue
@@ -186,9 +207,12 @@ def dispatch_pools(*, now: Any = None) -> Pools:
     endpoints = list(Endpoint.objects.select_for_update().filter(enabled=True, healthy=True))
     busy = endpoint_in_flight(now=now) if endpoints else {}
     by_model: dict[str, list[Seat]] = defaultdict(list)
+    seated: list[Endpoint] = []
     for e in endpoints:
         state = breaker_of(e)
         if state.phase is Phase.OPEN and state.open_until is not None and epoch < state.open_until:
+            continue
+        if e.paused_until > epoch:  # it told us to back off
             continue
         room = _room(e, state, busy.get(e.id, 0), settings)
         if room <= 0:
@@ -204,19 +228,21 @@ def dispatch_pools(*, now: Any = None) -> Pools:
             breaker=state,
             probing=state.phase is not Phase.CLOSED,
         )
+        seated.append(e)
         for model in e.served_models or ():
             by_model[model].append(seat)
-    return Pools(dict(by_model), settings)
+    return Pools(dict(by_model), settings, seated)
 
 
 def endpoints_learn(results: Sequence[Any]) -> None:
-    """Feed finished calls (``jobs.AttemptResult``) to their endpoints' breakers and stats.
+    """Feed finished calls (``jobs.AttemptResult``) to their endpoints' breakers and stats, and
+    pause the endpoints that asked for it.
 
     One locked read and one update per endpoint. Call inside the drain's transaction.
     """
     by_endpoint: dict[int, list[Any]] = defaultdict(list)
     for r in results:
-        if r.health is not None:
+        if r.health is not None or r.pause_s:
             by_endpoint[r.claim.target.id].append(r)
     if not by_endpoint:
         return
@@ -230,10 +256,14 @@ def _learn_one(e: Endpoint, results: Iterable[Any], settings: BreakerSettings, t
     old = state = breaker_of(e)
     latency, latency_at = e.latency_ms, e.latency_at
     stats = _stats(e)
+    paused_until = e.paused_until
     for r in sorted(results, key=lambda r: r.started_at):
         started = r.started_at.timestamp()
         ended = started + r.duration_ms / 1000
-        state = breaker_record(state, r.health, ended, settings, started_at=started)
+        if r.pause_s:
+            paused_until = max(paused_until, ended + r.pause_s)
+        if r.health is not None:
+            state = breaker_record(state, r.health, ended, settings, started_at=started)
         if r.health is CallOutcome.SUCCESS:
             latency = ewma_update(latency, r.duration_ms, ended - (latency_at or ended), tau)
             latency_at = ended
@@ -245,6 +275,7 @@ def _learn_one(e: Endpoint, results: Iterable[Any], settings: BreakerSettings, t
         "recent_failures": stats.failures,
         "recent_calls": stats.calls,
         "recent_at": stats.updated_at,
+        "paused_until": paused_until,
     }
     if state is not old:
         data = dataclasses.asdict(state)

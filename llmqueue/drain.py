@@ -43,6 +43,7 @@ from llmqueue.jobs import (
     queue_next_due,
 )
 from llmqueue.models import DrainSlot, Outcome
+from llmqueue.ratelimit import buckets_learn
 from llmqueue.slots import (
     slot_acquire,
     slot_beat,
@@ -136,6 +137,7 @@ class Drainer:
         with transaction.atomic():
             jobs_record(results)
             endpoints_learn(results)
+            buckets_learn(results)
             return jobs_claim(limit=free)
 
     def _beat(self, tokens: list[str]) -> bool:

@@ -3,7 +3,8 @@
     LLMQueueError
      ├── TransitionError       a job was not in a state the transition starts from
      ├── SubmitError           a submission the queue refuses (beyond field validation)
-     │    └── ModelNotServed   no enabled endpoint serves the payload's model
+     │    ├── ModelNotServed   no enabled endpoint serves the payload's model
+     │    └── OverLimit        the owner is over a rate limit or quota (API: 429)
      └── ConfigurationError    a setting that cannot work
 
 Upstream failures are not exceptions here: ``llmqueue.upstream`` classifies every call into a
@@ -11,6 +12,8 @@ Upstream failures are not exceptions here: ``llmqueue.upstream`` classifies ever
 """
 
 from __future__ import annotations
+
+import math
 
 
 class LLMQueueError(Exception):
@@ -44,6 +47,24 @@ class ModelNotServed(SubmitError):
             f"no enabled endpoint serves model {model!r}; served models: {listed}",
         )
         self.served = served
+
+
+class OverLimit(SubmitError):
+    """A submission over one of its owner's limits or quotas."""
+
+    def __init__(
+        self, limit_name: str, *, limit: int, remaining: int, retry_after: float, reset: float
+    ) -> None:
+        self.limit_name = limit_name
+        self.limit = limit
+        self.remaining = remaining
+        self.retry_after = max(1, math.ceil(retry_after))
+        self.reset = max(0, math.ceil(reset))
+        super().__init__(
+            limit_name,
+            f"over your limit of {limit} ({limit_name.replace('_', ' ')}); "
+            f"it frees in {self.retry_after} s",
+        )
 
 
 class ConfigurationError(LLMQueueError):

@@ -7,6 +7,12 @@
                  │  v               ├──dead_letter──> dead     (refused, or attempts spent)
                  │ cancelled        └──reap─────────> queued | dead   (lease expired: worker died)
                  └───────retry─────── dead | cancelled
+    submit ──(cached answer)──> succeeded                    (cache_hit; llmqueue.cache)
+    queued follower ──its leader succeeded──> succeeded      (cache_hit: single-flight)
+
+A cacheable job whose twin (same cache key) is queued or running *follows* it: never claimed,
+it finishes with its leader's answer in the leader's own transition, or is released
+(``follows`` cleared) to run on its own when the leader ends any other way.
 
 Every transition is a compare-and-set: an UPDATE guarded by the states it may start from
 (and, for a running job, by the claim's lease token, so that a worker that lost its lease can
@@ -24,17 +30,35 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from llmqueue import metrics
 from llmqueue.backoff import backoff_delay
 from llmqueue.breaker import CallOutcome
+from llmqueue.buckets import estimate_tokens
+from llmqueue.cache import (
+    CachedAnswer,
+    StoreItem,
+    cache_confirm,
+    cache_key_for,
+    cache_lookup_many,
+    cache_store_many,
+)
+from llmqueue.cache import metrics as cache_metrics
 from llmqueue.conf import conf
 from llmqueue.dispatch import Target, dispatch_pools
 from llmqueue.errors import ModelNotServed, TransitionError
+from llmqueue.fairness import fair_seqs_assign
 from llmqueue.models import Batch, Endpoint, Job, JobAttempt, Outcome, Status
+from llmqueue.ratelimit import (
+    dispatch_ledger,
+    endpoint_charges,
+    submission_admit,
+    tokens_used,
+    user_charges,
+)
 
 #: which states each transition may start from
 ALLOWED: dict[str, tuple[Status, ...]] = {
@@ -46,6 +70,8 @@ ALLOWED: dict[str, tuple[Status, ...]] = {
     "release": (Status.RUNNING,),
     "cancel": (Status.QUEUED,),
     "retry": (Status.DEAD, Status.CANCELLED),
+    #: a single-flight follower takes its leader's answer (or is released to run alone)
+    "follow_through": (Status.QUEUED,),
 }
 
 _RELEASE = {"lease_token": None, "lease_expires_at": None}
@@ -66,6 +92,8 @@ class JobSpec:
     cache: bool = True
     #: the caller's own id (a JSONL batch line's custom_id), echoed in batch results
     custom_id: str = ""
+    #: accept only a cached answer younger than this, and keep this job's no longer, seconds
+    cache_ttl: int | None = None
 
 
 def served_models() -> list[str]:
@@ -97,6 +125,11 @@ def _new_job(*, owner: Any, spec: JobSpec, batch: Batch | None, now: dt.datetime
         created_at=now,
         available_at=now,
         custom_id=spec.custom_id,
+        tokens_estimate=estimate_tokens(spec.kind, spec.payload),
+        cache_key=cache_key_for(
+            owner_id=owner.pk, kind=spec.kind, payload=spec.payload, cache=spec.cache
+        ),
+        cache_ttl=spec.cache_ttl,
     )
 
 
@@ -105,19 +138,27 @@ def job_submit(*, owner: Any, spec: JobSpec) -> tuple[Job, bool]:
 
     With an idempotency key that this owner used before, the existing job comes back with
     created=False and nothing new is queued. Raises ModelNotServed when no enabled endpoint
-    serves the payload's model. The drains are woken once the transaction commits.
+    serves the payload's model. A cacheable job whose answer is cached comes back already
+    succeeded (``cache_hit``), and one whose twin is in flight follows it (see the module
+    docstring). The drains are woken once the transaction commits, if the job needs one.
     """
     if spec.idempotency_key:
         existing = Job.objects.filter(owner=owner, idempotency_key=spec.idempotency_key).first()
         if existing is not None:
             return existing, False
     _check_served([spec.payload["model"]])
+    now = timezone.now()
+    job = _new_job(owner=owner, spec=spec, batch=None, now=now)
+    wanted = _cache_wanted([job])
+    found = cache_lookup_many(wanted, now=now) if wanted else {}  # before locking anything
     try:
         with transaction.atomic():
-            job = _new_job(owner=owner, spec=spec, batch=None, now=timezone.now())
+            _admit(owner, [job])
+            if wanted:
+                _twins_take_turns(job.cache_key)
+                _by_cache([job], wanted, found, now=now, single=True)
             job.save()
-            metrics.jobs_submitted([job.kind])
-            _wake_on_commit()
+            _after_submit([job])
     except IntegrityError:
         # Two requests with the same key raced; the other one's insert won.
         if not spec.idempotency_key:
@@ -132,6 +173,8 @@ def jobs_submit_many(
     """Queue many jobs as one Batch: all of them, or (on any error) none.
 
     Specs whose idempotency key this owner already used return the existing job instead.
+    Cache hits and single-flight work as in ``job_submit``; identical specs of one batch
+    follow the first of them.
     """
     _check_served({s.payload["model"] for s in specs})
     keys = [s.idempotency_key for s in specs if s.idempotency_key]
@@ -141,18 +184,141 @@ def jobs_submit_many(
         else {}
     )
     now = timezone.now()
+    fresh = [
+        _new_job(owner=owner, spec=s, batch=None, now=now)
+        for s in specs
+        if s.idempotency_key not in existing
+    ]
+    wanted = _cache_wanted(fresh)
+    found = cache_lookup_many(wanted, now=now) if wanted else {}  # before locking anything
     with transaction.atomic():
+        _admit(owner, fresh)
         batch = Batch.objects.create(owner=owner, name=name)
-        fresh = [
-            _new_job(owner=owner, spec=s, batch=batch, now=now)
-            for s in specs
-            if s.idempotency_key not in existing
-        ]
-        created = iter(Job.objects.bulk_create(fresh, batch_size=500))
-        metrics.jobs_submitted(j.kind for j in fresh)
-        jobs = [existing.get(s.idempotency_key) or next(created) for s in specs]
-        _wake_on_commit()
+        for job in fresh:
+            job.batch = batch
+        twins = _by_cache(fresh, wanted, found, now=now, single=False) if wanted else []
+        # Leaders first: a twin of this batch needs its leader's id.
+        waiting = {id(follower) for follower, _ in twins}
+        Job.objects.bulk_create([j for j in fresh if id(j) not in waiting], batch_size=500)
+        for follower, leader in twins:
+            follower.follows_id = leader.pk
+        Job.objects.bulk_create([f for f, _ in twins], batch_size=500)
+        _after_submit(fresh)
+    created = iter(fresh)
+    jobs = [existing.get(s.idempotency_key) or next(created) for s in specs]
     return batch, jobs
+
+
+def _admit(owner: Any, jobs: list[Job]) -> None:
+    """Charge the submission to its owner's limits (or raise OverLimit) and place its jobs in
+    their owner's line. Inside the submitting transaction: a refusal writes nothing."""
+    submission_admit(owner=owner, jobs=len(jobs), tokens=sum(j.tokens_estimate for j in jobs))
+    fair_seqs_assign(owner=owner, jobs=jobs)
+
+
+def _cache_wanted(jobs: Iterable[Job]) -> dict[str, int | None]:
+    """{cache key: the max age its jobs accept} (the strictest, when twins differ)."""
+    wanted: dict[str, int | None] = {}
+    for job in jobs:
+        if job.cache_key is None:
+            continue
+        if job.cache_key not in wanted:
+            wanted[job.cache_key] = job.cache_ttl
+        elif job.cache_ttl is not None:
+            prior = wanted[job.cache_key]
+            wanted[job.cache_key] = job.cache_ttl if prior is None else min(prior, job.cache_ttl)
+    return wanted
+
+
+def _by_cache(
+    jobs: list[Job],
+    wanted: dict[str, int | None],
+    found: dict[str, CachedAnswer],
+    *,
+    now: dt.datetime,
+    single: bool,
+) -> list[tuple[Job, Job]]:
+    """Settle unsaved cacheable jobs: a hit (submit -> succeeded), a follower of the leader in
+    flight, or a leader. Returns (follower, leader) pairs of twins among ``jobs`` themselves,
+    to be linked once the leader has an id. Call inside the submitting transaction.
+    """
+    # Leaders (job rows) are locked before the hits' entry rows, the order a drain's record
+    # step takes them in: no deadlock between the two on PostgreSQL.
+    leaders = _leaders(sorted(wanted), single=single)
+    hits = cache_confirm(wanted, found, now=now)
+    firsts: dict[str, Job] = {}
+    twins: list[tuple[Job, Job]] = []
+    for job in jobs:
+        key = job.cache_key
+        if key is None:
+            continue
+        if key in hits:
+            job.status = Status.SUCCEEDED  # the "cached answer" transition: an insert
+            job.cache_hit = True
+            job.result = hits[key].response
+            job.started_at = job.finished_at = now
+        elif key in leaders:
+            job.follows_id = leaders[key]
+        elif key in firsts:
+            twins.append((job, firsts[key]))
+        else:
+            firsts[key] = job
+    return twins
+
+
+def _leaders(keys: list[str], *, single: bool) -> dict[str, int]:
+    """The job each key's twins follow: its oldest queued or running job that follows no one.
+
+    Locked (PostgreSQL) until the submission commits, so that the leader cannot finish (and
+    settle its followers) between this read and the new follower's insert. A single submission
+    locks one row and waits for it; a bulk one skips leaders locked by others, since waiting
+    for many rows could deadlock with a drain's step: a skipped key gets a leader of its own,
+    which costs at worst one more upstream call.
+    """
+    in_flight = Job.objects.filter(
+        status__in=(Status.QUEUED, Status.RUNNING), follows__isnull=True
+    ).order_by("id")
+    if single:
+        first = (
+            in_flight.filter(cache_key=keys[0])
+            .select_for_update(of=("self",))
+            .values_list("pk", flat=True)
+            .first()
+        )
+        return {keys[0]: first} if first is not None else {}
+    found: dict[str, int] = {}
+    for start in range(0, len(keys), 500):
+        rows = (
+            in_flight.filter(cache_key__in=keys[start : start + 500])
+            .select_for_update(skip_locked=True, of=("self",))
+            .values_list("pk", "cache_key")
+        )
+        for pk, key in rows:
+            found.setdefault(key, pk)
+    return found
+
+
+def _twins_take_turns(key: str | None) -> None:
+    """PostgreSQL: identical single submissions take turns, under a transaction-scoped advisory
+    lock on their key, so that two of them never both find no leader and both lead. (SQLite's
+    IMMEDIATE transactions already take turns. Bulk submissions do not lock keys: a race of
+    two of them, rare, costs at worst one more upstream call.)"""
+    if key is not None and connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            # 64 bits of the key's sha256, as the signed bigint the lock takes
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [int(key[-16:], 16) - (1 << 63)])
+
+
+def _after_submit(jobs: list[Job]) -> None:
+    metrics.jobs_submitted(j.kind for j in jobs)
+    hits = sum(1 for j in jobs if j.cache_hit)
+    followers = sum(1 for j in jobs if j.follows_id is not None)
+    metrics.jobs_finished(Status.SUCCEEDED, hits)
+    if followers:
+        transaction.on_commit(lambda: cache_metrics.FOLLOWERS.inc(followers))
+    # A hit needs no drain, and a follower waits for its leader's.
+    if any(j.status == Status.QUEUED and j.follows_id is None for j in jobs):
+        _wake_on_commit()
 
 
 def _wake_on_commit() -> None:
@@ -174,9 +340,25 @@ def _transition(job_id: int, action: str, extra: Q | None = None, **values: Any)
 
 
 def job_cancel(*, job_id: int) -> None:
-    """queued -> cancelled. Raises TransitionError from any other state."""
-    _transition(job_id, "cancel", status=Status.CANCELLED, finished_at=timezone.now())
+    """queued -> cancelled. Raises TransitionError from any other state.
+
+    The job's single-flight followers, if it led any, are released to run on their own.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        _transition(job_id, "cancel", status=Status.CANCELLED, finished_at=now)
+        if _followers_release([job_id], now=now):
+            _wake_on_commit()
     metrics.jobs_finished(Status.CANCELLED)
+
+
+def _followers_release(leader_ids: list[int], *, now: dt.datetime) -> int:
+    """The queued followers of leaders that ended without an answer: each runs on its own."""
+    if not leader_ids:
+        return 0
+    return Job.objects.filter(
+        follows_id__in=leader_ids, status__in=ALLOWED["follow_through"]
+    ).update(follows=None, available_at=now)
 
 
 def job_retry(*, job_id: int) -> None:
@@ -193,6 +375,7 @@ def job_retry(*, job_id: int) -> None:
             available_at=now,
             finished_at=None,
             pinned_endpoint=None,
+            follows=None,  # a retried follower runs on its own
             **_RELEASE,
         )
         _wake_on_commit()
@@ -218,6 +401,7 @@ def jobs_retry(*, job_ids: Iterable[int], endpoint_id: int | None = None) -> int
             available_at=now,
             finished_at=None,
             pinned_endpoint_id=endpoint_id,
+            follows=None,
             **_RELEASE,
         )
         if n:
@@ -237,6 +421,9 @@ class Claim:
     attempt: int
     max_attempts: int
     target: Target
+    owner_id: int = 0
+    #: the LLM tokens charged to rate limits before the call (reconciled after it)
+    tokens_estimate: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -253,51 +440,71 @@ class AttemptResult:
     retry_after: float | None = None
     #: what the call says about the endpoint (its breaker's input); None: nothing
     health: CallOutcome | None = None
-    #: False when the request never reached the endpoint (connection refused): the job's
-    #: attempt is given back, as the job is not at fault and the breaker will stop the calls
+    #: False when the job is not at fault and the endpoint will be held back instead: the
+    #: request never reached it (connection refused; its breaker stops the calls), or it
+    #: said 429 (it is paused): the job's attempt is given back
     spent: bool = True
+    #: pause the endpoint this long (a 429's Retry-After, or rate-limit headers at zero)
+    pause_s: float | None = None
 
 
 def jobs_claim(*, limit: int, lease_s: float | None = None) -> list[Claim]:
-    """queued -> running for up to ``limit`` due jobs, highest priority first, then oldest.
+    """queued -> running for up to ``limit`` due jobs: highest priority first, then owners in
+    turn (``llmqueue.fairness``), then oldest.
 
-    Only jobs an endpoint can take now are claimed (``llmqueue.dispatch``: enabled, healthy,
-    breaker allowing, under max_concurrency across the fleet), so a job never waits in a
-    drain's hands while a later, more urgent one waits in the queue, and a job no endpoint
-    can take waits without spending an attempt.
-    Call inside ``transaction.atomic()``.
+    Only jobs that can go now are claimed: an endpoint can take them (``llmqueue.dispatch``:
+    enabled, healthy, not paused, breaker allowing, under max_concurrency across the fleet)
+    and they can pay their rate limits (``llmqueue.ratelimit``). So a job never waits in a
+    drain's hands while a later, more urgent one waits in the queue, and a job that cannot go
+    waits in the queue without spending an attempt. Call inside ``transaction.atomic()``.
     """
     if limit <= 0:
         return []
     now = timezone.now()
     lease_s = conf.LEASE_S if lease_s is None else lease_s
     pools = dispatch_pools(now=now)
-    candidates: list[tuple[int, dt.datetime, int, str]] = []
+    candidates: list[tuple[int, int, int, str, int, int, int | None]] = []
     for model, room in pools.room().items():
-        qs = Job.objects.filter(status=Status.QUEUED, model=model, available_at__lte=now).order_by(
-            "-priority", "available_at", "id"
-        )
+        qs = Job.objects.filter(
+            status=Status.QUEUED, model=model, available_at__lte=now, follows__isnull=True
+        ).order_by("-priority", "fair_seq", "id")
         if connection.features.has_select_for_update_skip_locked:
             qs = qs.select_for_update(skip_locked=True, of=("self",))
+        # Twice what fits: some may be held back by their owner's limits.
+        fields = ("pk", "priority", "fair_seq", "owner_id", "tokens_estimate", "pinned_endpoint_id")
         candidates.extend(
-            (-p, at, pk, model)
-            for pk, p, at in qs.values_list("pk", "priority", "available_at")[: min(room, limit)]
+            (-p, seq, pk, model, owner, tokens, pin)
+            for pk, p, seq, owner, tokens, pin in qs.values_list(*fields)[: 2 * min(room, limit)]
         )
+    if not candidates:
+        return []
     candidates.sort()
+    ledger = dispatch_ledger(
+        endpoints=pools.endpoints(), owner_ids={c[4] for c in candidates}, now=now.timestamp()
+    )
     chosen: dict[int, list[int]] = defaultdict(list)
     targets: dict[int, Target] = {}
     order: list[int] = []
-    for _, _, pk, model in candidates:
+    for _, _, pk, model, owner, tokens, pin in candidates:
         if len(order) == limit:
             break
-        seat = pools.assign(model)
+        charges = user_charges(ledger, owner, tokens)
+        if not ledger.can_pay(charges):
+            continue
+        seat = pools.assign(
+            model,
+            only=pin,
+            admit=lambda s: ledger.can_pay(charges + endpoint_charges(ledger, s.id, tokens)),  # noqa: B023
+        )
         if seat is None:
             continue
+        ledger.pay(charges + endpoint_charges(ledger, seat.id, tokens))
         order.append(pk)
         chosen[seat.id].append(pk)
         targets[seat.id] = seat.target
     if not order:
         return []
+    ledger.save()
     token = secrets.token_hex(16)
     expires = now + dt.timedelta(seconds=lease_s)
     for endpoint_id, ids in chosen.items():
@@ -310,13 +517,20 @@ def jobs_claim(*, limit: int, lease_s: float | None = None) -> list[Claim]:
             started_at=Coalesce(F("started_at"), now),
         )
     rows = Job.objects.filter(lease_token=token, status=Status.RUNNING).values_list(
-        "pk", "kind", "payload", "attempts", "max_attempts", "endpoint_id"
+        "pk",
+        "kind",
+        "payload",
+        "attempts",
+        "max_attempts",
+        "endpoint_id",
+        "owner_id",
+        "tokens_estimate",
     )
     claims = {
-        pk: Claim(pk, token, kind, payload, attempts, max_attempts, targets[endpoint_id])
-        for pk, kind, payload, attempts, max_attempts, endpoint_id in rows
+        pk: Claim(pk, token, kind, payload, attempts, max_attempts, targets[ep], owner, tokens)
+        for pk, kind, payload, attempts, max_attempts, ep, owner, tokens in rows
     }
-    return [claims[pk] for pk in order if pk in claims]  # in priority order
+    return [claims[pk] for pk in order if pk in claims]  # in the order they were chosen
 
 
 def jobs_renew(*, tokens: Iterable[str], lease_s: float | None = None) -> int:
@@ -370,7 +584,12 @@ def jobs_record(results: Sequence[AttemptResult]) -> None:
         fence = Job.objects.filter(pk=c.job_id, status=Status.RUNNING, lease_token=c.token)
         if r.outcome == Outcome.SUCCESS:
             if fence.update(
-                status=Status.SUCCEEDED, result=r.body, error="", finished_at=now, **_RELEASE
+                status=Status.SUCCEEDED,
+                result=r.body,
+                error="",
+                finished_at=now,
+                tokens_used=tokens_used(r.body),
+                **_RELEASE,
             ):
                 finished[c.job_id] = Status.SUCCEEDED
         elif r.outcome == Outcome.RETRY and not r.spent:
@@ -394,7 +613,71 @@ def jobs_record(results: Sequence[AttemptResult]) -> None:
                 error = f"gave up after {c.attempt} attempts; last error: {r.error}"
             if fence.update(status=Status.DEAD, error=error, finished_at=now, **_RELEASE):
                 finished[c.job_id] = Status.DEAD
+    _leaders_settle(
+        {r.claim.job_id: r.body for r in results if finished.get(r.claim.job_id) == "succeeded"},
+        ended=[pk for pk, status in finished.items() if status == Status.DEAD],
+        now=now,
+    )
     metrics.attempts_recorded(results, finished=finished)
+
+
+def _leaders_settle(answers: dict[int, Any], *, ended: list[int], now: dt.datetime) -> None:
+    """After a record step: the cacheable jobs that succeeded (``answers``: id -> body) write
+    their answers to the cache and complete their followers (queued -> succeeded, cache_hit);
+    the ``ended`` (dead) ones release theirs. One SELECT and one upsert per step, plus one
+    UPDATE per leader that has followers.
+    """
+    completed = 0
+    if answers:
+        waiting = Job.objects.filter(follows=OuterRef("pk"), status__in=ALLOWED["follow_through"])
+        rows = (
+            Job.objects.filter(pk__in=list(answers), cache_key__isnull=False)
+            .annotate(led=Exists(waiting))
+            .values_list("pk", "cache_key", "cache_ttl", "model", "kind", "led")
+        )
+        store = []
+        for pk, key, ttl, model, kind, led in rows:
+            answer = answers[pk]
+            if answer is None:  # a 2xx without a JSON body: nothing worth serving again
+                continue
+            store.append(StoreItem(key=key, kind=kind, model=model, response=answer, ttl_s=ttl))
+            if led:
+                completed += Job.objects.filter(
+                    follows_id=pk, status__in=ALLOWED["follow_through"]
+                ).update(
+                    status=Status.SUCCEEDED,
+                    result=answer,
+                    cache_hit=True,
+                    error="",
+                    started_at=now,
+                    finished_at=now,
+                )
+        cache_store_many(store, now=now)
+    _followers_release(ended, now=now)
+    metrics.jobs_finished(Status.SUCCEEDED, completed)
+
+
+def _followers_rescue(*, now: dt.datetime) -> int:
+    """The net under single-flight: followers whose leader ended without settling them take
+    its answer or are released. Nothing should leave one so (a deleted leader clears
+    ``follows`` by itself); this makes sure that none waits forever if something does.
+    Cheap: the partial index job_followers holds only followers.
+    """
+    stray = Job.objects.filter(status__in=ALLOWED["follow_through"], follows__isnull=False)
+    answer = Job.objects.filter(pk=OuterRef("follows_id")).values("result")[:1]
+    completed = stray.filter(follows__status=Status.SUCCEEDED).update(
+        status=Status.SUCCEEDED,
+        result=Subquery(answer),
+        cache_hit=True,
+        error="",
+        started_at=now,
+        finished_at=now,
+    )
+    metrics.jobs_finished(Status.SUCCEEDED, completed)
+    released = stray.filter(follows__status__in=(Status.DEAD, Status.CANCELLED)).update(
+        follows=None, available_at=now
+    )
+    return completed + released
 
 
 def jobs_release(*, claims: Iterable[Claim]) -> int:
@@ -418,6 +701,7 @@ def jobs_reap(*, limit: int = 500) -> int:
     now = timezone.now()
     expired = Q(status__in=ALLOWED["reap"], lease_expires_at__lt=now)
     with transaction.atomic():
+        _followers_rescue(now=now)
         rows = list(
             Job.objects.filter(expired).values_list(
                 "pk", "attempts", "max_attempts", "endpoint_id", "started_at", "lease_token"
@@ -439,18 +723,21 @@ def jobs_reap(*, limit: int = 500) -> int:
             for pk, attempts, _, endpoint_id, started_at, _ in rows
         )
         metrics.attempts_lost(names.get(row[3], "") for row in rows)
-        n = dead = 0
+        n = 0
+        ended: list[int] = []
         for pk, attempts, max_attempts, _, _, token in rows:
             fence = Job.objects.filter(expired, pk=pk, lease_token=token)
             if attempts < max_attempts:
                 n += fence.update(status=Status.QUEUED, available_at=now, **_RELEASE)
-            else:
-                dead += fence.update(
-                    status=Status.DEAD,
-                    error=f"gave up after {attempts} attempts; the last one's worker died",
-                    finished_at=now,
-                    **_RELEASE,
-                )
+            elif fence.update(
+                status=Status.DEAD,
+                error=f"gave up after {attempts} attempts; the last one's worker died",
+                finished_at=now,
+                **_RELEASE,
+            ):
+                ended.append(pk)
+        _followers_release(ended, now=now)
+        dead = len(ended)
         metrics.jobs_finished(Status.DEAD, dead)
     return n + dead
 

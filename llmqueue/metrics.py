@@ -3,7 +3,7 @@
 Two kinds, because they answer two questions:
 
 - **Events** (counters and histograms: jobs submitted and finished, attempts, upstream and
-  queue-wait times, cache lookups, rate-limit waits) are counted by the process where they
+  queue-wait times, rate-limit waits) are counted by the process where they
   happen: web processes count submissions, drain workers count attempts and outcomes. With
   several processes, prometheus_client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, set
   by the project settings) keeps each process's values in a file of that directory, and a
@@ -22,7 +22,10 @@ only host with ``manage.py llmqueue_metrics --port 9108``. Sum the event series 
 instances and take ``max`` of the state series (every web host reports the same database).
 
     from llmqueue import metrics
-    metrics.cache_lookup(hit=True)
+    metrics.rate_limit_wait(scope="user-rpm")
+
+The response cache keeps its own counters and state collector in ``llmqueue.cache.metrics``;
+a state collector joins this page with ``metrics.STATE_REGISTRY.register(collector)``.
 """
 
 from __future__ import annotations
@@ -75,9 +78,6 @@ QUEUE_WAIT_SECONDS = Histogram(
     "llmqueue_queue_wait_seconds",
     "Time from submission to the first claim (started_at - created_at) of finished jobs.",
     buckets=WAIT_BUCKETS,
-)
-CACHE_LOOKUPS = Counter(
-    "llmqueue_cache_lookups", "Response cache lookups at submission, by result.", ["result"]
 )
 RATE_LIMIT_WAITS = Counter(
     "llmqueue_rate_limit_waits",
@@ -154,11 +154,6 @@ def attempts_lost(endpoints: Iterable[str]) -> None:
     tally = Tally(endpoints)
     if tally:
         _after_commit(lambda: [ATTEMPTS.labels(e, "lost").inc(n) for e, n in tally.items()])
-
-
-def cache_lookup(*, hit: bool) -> None:
-    """Count one response-cache lookup (hook for ``llmqueue.cache``)."""
-    CACHE_LOOKUPS.labels("hit" if hit else "miss").inc()
 
 
 def rate_limit_wait(*, scope: str, n: int = 1) -> None:
@@ -240,8 +235,9 @@ def _endpoint_families(endpoints: list[Any], in_flight: dict[int, int]) -> Itera
     yield from (enabled, healthy, breaker, flight, room, latency)
 
 
-_STATE = CollectorRegistry(auto_describe=False)
-_STATE.register(QueueStateCollector())
+#: collectors of database state, read on each scrape of /metrics
+STATE_REGISTRY = CollectorRegistry(auto_describe=False)
+STATE_REGISTRY.register(QueueStateCollector())
 
 
 def multiprocess_dir() -> str | None:
@@ -260,4 +256,28 @@ def events_registry() -> Any:
 def exposition(*, state: bool = True) -> bytes:
     """The Prometheus text of ``/metrics``: events (django-prometheus's too), then state."""
     text = generate_latest(events_registry())
-    return text + generate_latest(_STATE) if state else text
+    return text + generate_latest(STATE_REGISTRY) if state else text
+
+
+def event_totals(*names: str) -> dict[str, float]:
+    """This host's event counters summed over their labels, by sample name (for pages)."""
+    totals = dict.fromkeys(names, 0.0)
+    for family in events_registry().collect():
+        for sample in family.samples:
+            if sample.name in totals:
+                totals[sample.name] += sample.value
+    return totals
+
+
+def multiprocess_dir_reset() -> int:
+    """Empty this host's multiprocess directory; call it when the host's services start, before
+    any of them counts (an earlier run's files would be added to the new totals)."""
+    path = multiprocess_dir()
+    if path is None:
+        return 0
+    removed = 0
+    for name in os.listdir(path):
+        if name.endswith(".db"):
+            os.remove(os.path.join(path, name))
+            removed += 1
+    return removed

@@ -57,6 +57,9 @@ class Endpoint(models.Model):
     health_successes = models.PositiveIntegerField(default=0, help_text="consecutive good checks")
     last_check_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
+    #: epoch seconds: no calls before this (it answered 429 with Retry-After, or reported its
+    #: rate limit exhausted)
+    paused_until = models.FloatField(default=0.0)
     # --- circuit breaker (llmqueue.breaker): the state, and its version for compare-and-set ---
     breaker_state = models.CharField(max_length=10, default="closed")
     breaker = models.JSONField(default=dict, blank=True)
@@ -133,6 +136,22 @@ class Job(models.Model):
     )
     #: the caller's own id for the job (a JSONL batch line's custom_id), echoed in results
     custom_id = models.CharField(max_length=200, blank=True, default="")
+    #: the response cache's key of this job's request (llmqueue.cache); None: it bypasses the cache
+    cache_key = models.CharField(max_length=100, null=True, blank=True)  # noqa: DJ001 (none: uncached)
+    #: accept only cached answers younger than this, and keep this job's answer no longer, seconds
+    cache_ttl = models.PositiveIntegerField(null=True, blank=True)
+    #: single-flight: the identical job in flight whose answer this one waits for (and took)
+    follows = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="followers",
+        db_index=False,  # the partial index job_followers holds only the followers
+    )
+    #: fair queueing (llmqueue.ratelimit): the job's place in its owner's turn within its
+    #: priority; the claim serves the lowest first, so owners take turns
+    fair_seq = models.BigIntegerField(default=0)
 
     class Meta:
         ordering = ["-id"]
@@ -145,12 +164,19 @@ class Job(models.Model):
             models.CheckConstraint(condition=Q(priority__lte=9), name="job_priority_0_9"),
         ]
         indexes = [
-            # The claim query: queued jobs of a model, highest priority first, then oldest.
-            # Partial, so it holds only the queue, not the history.
+            # The claim query: queued jobs of a model, highest priority first, then owners in
+            # turn (fair_seq), then oldest. Partial, so it holds only the queue, not the
+            # history (nor the single-flight followers, which are never claimed).
             models.Index(
-                fields=["model", "-priority", "available_at", "id"],
-                condition=Q(status="queued"),
+                fields=["model", "-priority", "fair_seq", "id"],
+                condition=Q(status="queued", follows__isnull=True),
                 name="job_claim",
+            ),
+            # An owner's last place in line (llmqueue.fairness).
+            models.Index(
+                fields=["owner", "model", "priority", "-fair_seq"],
+                condition=Q(status="queued", follows__isnull=True),
+                name="job_owner_line",
             ),
             # In-flight per endpoint and expired leases: only running jobs.
             models.Index(
@@ -167,6 +193,20 @@ class Job(models.Model):
             models.Index(fields=["status"], name="job_status"),
             # The dashboard's last hour (throughput, waits) and a batch's results by time.
             models.Index(fields=["finished_at"], name="job_finished"),
+            # Single-flight (llmqueue.cache): the in-flight leader of a cache key, and the
+            # followers of a leader. Both partial: a few rows, whatever the history.
+            models.Index(
+                fields=["cache_key"],
+                condition=Q(
+                    status__in=["queued", "running"],
+                    follows__isnull=True,
+                    cache_key__isnull=False,
+                ),
+                name="job_cache_leader",
+            ),
+            models.Index(
+                fields=["follows"], condition=Q(follows__isnull=False), name="job_followers"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -273,6 +313,9 @@ class UserLimits(models.Model):
         on_delete=models.CASCADE,
         related_name="llm_limits",
     )
+    #: API submissions (one request, single or bulk) per minute
+    submissions_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    #: upstream calls of this user's jobs per minute, and their LLM tokens
     requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
     tokens_per_minute = models.PositiveIntegerField(null=True, blank=True)
     jobs_per_day = models.PositiveIntegerField(null=True, blank=True)
@@ -290,3 +333,47 @@ class UserLimits(models.Model):
 
     def __str__(self) -> str:
         return f"limits of {self.user}" if self.user_id else "default limits"
+
+
+class CacheEntry(models.Model):
+    """A cached upstream answer: the response cache's database level (llmqueue.cache).
+
+    One row per cache key. ``scope`` is "user:<id>" (answers are private by default) or
+    "shared"; ``owner`` is that user, so that deleting a user deletes their answers.
+    """
+
+    #: "<scope>/<sha256 of the canonical request>"
+    key = models.CharField(max_length=100, unique=True)
+    scope = models.CharField(max_length=40)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+    )
+    model = models.CharField(max_length=200)
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    #: the upstream's JSON body, as a job's ``result``
+    response = models.JSONField()
+    size_bytes = models.PositiveIntegerField(help_text="the answer's size as compact JSON")
+    hits = models.PositiveBigIntegerField(default=0)
+    #: when this answer was written; a rewrite of the key gets a new one (copies check it)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_hit_at = models.DateTimeField(null=True, blank=True)
+    #: written or last hit: the order of LRU eviction
+    used_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "cache entry"
+        verbose_name_plural = "cache entries"
+        ordering = ["-used_at"]
+        indexes = [
+            models.Index(fields=["used_at", "id"], name="cache_lru"),
+            models.Index(fields=["expires_at"], name="cache_expiry"),
+            models.Index(fields=["model", "-hits"], name="cache_model_hits"),
+        ]
+
+    def __str__(self) -> str:
+        return self.key

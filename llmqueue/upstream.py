@@ -10,7 +10,9 @@ Every call ends as an ``AttemptResult`` whose ``outcome`` is one of:
     retry      connect error, timeout, 5xx, 429 (with its Retry-After), a 2xx that is not JSON
     rejected   any other 4xx: the request's own fault, retrying cannot help
 
-and whose ``health`` is what the call says about the endpoint, for its breaker: connect
+A 429 gives the job its attempt back and pauses the endpoint (``pause_s``), as does a
+response that reports the endpoint's rate limit used up. The result's ``health`` is what
+the call says about the endpoint, for its breaker: connect
 errors, timeouts, 5xx and non-JSON 2xx are failures; 429 and other 4xx are neutral ("slow
 down" and "your request" say nothing of its health). A connect error also gives the job its
 attempt back (``spent=False``): the request never reached anyone.
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import re
 import time
 from typing import Any
 
@@ -61,6 +64,39 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: str | None) -> float | None:
+    """Seconds from OpenAI's reset durations ("1s", "6m0s", "20ms") or plain seconds."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    parts = _DURATION.findall(value)
+    if not parts or "".join(n + u for n, u in parts) != value:
+        return None
+    return sum(float(n) * _UNIT_S[u] for n, u in parts)
+
+
+def rate_limit_exhausted(headers: httpx.Headers) -> float | None:
+    """Seconds to pause an endpoint that reports a rate limit used up, even on a success.
+
+    OpenAI-style headers: ``x-ratelimit-remaining-requests: 0`` with
+    ``x-ratelimit-reset-requests: 1s`` (and the same for tokens).
+    """
+    pause = None
+    for kind in ("requests", "tokens"):
+        if headers.get(f"x-ratelimit-remaining-{kind}", "").strip() == "0":
+            reset = parse_duration(headers.get(f"x-ratelimit-reset-{kind}")) or 1.0
+            pause = max(pause or 0.0, reset)
+    return pause
+
+
 def _error_message(response: httpx.Response) -> str:
     """The upstream's own words: OpenAI's {"error": {"message": ...}} or the raw text."""
     try:
@@ -88,6 +124,7 @@ def classify(
         "duration_ms": ms,
         "http_status": status,
         "health": outcome_for_status(status),
+        "pause_s": rate_limit_exhausted(response.headers),
     }
     if 200 <= status < 300:
         try:
@@ -100,11 +137,12 @@ def classify(
             )
     message = f"HTTP {status}: {_error_message(response)}"
     if status == 429:
+        # "Slow down" is about the endpoint, not the job: the job gets its attempt back, and
+        # the endpoint is paused (Retry-After, or a second when it names no time).
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        common["pause_s"] = max(common["pause_s"] or 0.0, retry_after or 1.0)
         return AttemptResult(
-            outcome=Outcome.RETRY,
-            error=message,
-            retry_after=parse_retry_after(response.headers.get("retry-after")),
-            **common,
+            outcome=Outcome.RETRY, error=message, retry_after=retry_after, spent=False, **common
         )
     if 400 <= status < 500:
         return AttemptResult(outcome=Outcome.REJECTED, error=message, **common)

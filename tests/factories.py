@@ -31,5 +31,8 @@ def chat_payload(text: str = "hello", model: str = "echo", **params: Any) -> dic
     return {"model": model, "messages": [{"role": "user", "content": text}], **params}
 
 
-def chat_spec(text: str = "hello", *, priority: int = 5, **kw: Any) -> JobSpec:
+def chat_spec(text: str | None = None, *, priority: int = 5, **kw: Any) -> JobSpec:
+    # A distinct request each by default: identical ones are collapsed by the response cache
+    # (a hit, or a single-flight follower), which only the cache's own tests want.
+    text = f"hello {next(_seq)}" if text is None else text
     return JobSpec(kind="chat", payload=chat_payload(text), priority=priority, **kw)

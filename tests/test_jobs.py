@@ -123,6 +123,7 @@ def test_claim_routes_by_model_and_round_robins(user):
             spec=chat_spec().__class__(
                 kind="chat",
                 payload={"model": model, "messages": [{"role": "user", "content": "x"}]},
+                cache=False,  # identical requests: each must run (not follow the first)
             ),
         )
     claims = claim()

@@ -25,6 +25,20 @@ class JobSubmitSerializer(serializers.Serializer):
         max_length=200, required=False, allow_null=True, allow_blank=False
     )
     cache = serializers.BooleanField(default=True)
+    cache_ttl = serializers.IntegerField(
+        min_value=1,
+        required=False,
+        allow_null=True,
+        help_text="seconds: accept only a cached answer younger than this, and keep this "
+        "job's answer no longer (at most LLMQUEUE_CACHE_TTL_S)",
+    )
+
+    def validate_cache_ttl(self, value: int | None) -> int | None:
+        if value is not None and value > conf.CACHE_TTL_S:
+            raise serializers.ValidationError(
+                f"must be at most {conf.CACHE_TTL_S} (the cache's own TTL); it can only shorten it"
+            )
+        return value
 
     def validate_max_attempts(self, value: int | None) -> int | None:
         if value is not None and value > conf.MAX_ATTEMPTS_LIMIT:
@@ -46,6 +60,7 @@ class JobSubmitSerializer(serializers.Serializer):
             max_attempts=d.get("max_attempts"),
             idempotency_key=d.get("idempotency_key"),
             cache=d["cache"],
+            cache_ttl=d.get("cache_ttl"),
         )
 
 
@@ -80,6 +95,7 @@ class BulkSubmitSerializer(serializers.Serializer):
                     max_attempts=d.get("max_attempts"),
                     idempotency_key=d.get("idempotency_key"),
                     cache=d["cache"],
+                    cache_ttl=d.get("cache_ttl"),
                 )
             )
         return specs

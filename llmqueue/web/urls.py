@@ -1,14 +1,21 @@
 from django.urls import path
 
-from llmqueue.web import demo, views
+from llmqueue.web import batches, demo, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
+    path("dashboard/data/", views.dashboard_data, name="dashboard-data"),
     path("jobs/", views.job_list, name="job-list"),
     path("jobs/new/", views.job_new, name="job-new"),
     path("jobs/<int:pk>/", views.job_detail, name="job-detail"),
     path("jobs/<int:pk>/cancel/", views.job_cancel_view, name="job-cancel"),
     path("jobs/<int:pk>/retry/", views.job_retry_view, name="job-retry"),
+    path("batches/", batches.batch_list, name="batch-list"),
+    path("batches/new/", batches.batch_new, name="batch-new"),
+    path("batches/<int:pk>/", batches.batch_detail, name="batch-detail"),
+    path("batches/<int:pk>/progress/", batches.batch_progress, name="batch-progress"),
+    path("batches/<int:pk>/results.jsonl", batches.batch_results, name="batch-results"),
+    path("batches/<int:pk>/retry-dead/", batches.batch_retry_dead, name="batch-retry-dead"),
     path("demo/v1/chat/completions", demo.demo_call, {"kind": "chat"}),
     path("demo/v1/completions", demo.demo_call, {"kind": "completion"}),
     path("demo/v1/embeddings", demo.demo_call, {"kind": "embedding"}),

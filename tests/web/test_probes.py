@@ -18,6 +18,7 @@ from django.utils import timezone
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
+from llmqueue import metrics as llm_metrics
 from llmqueue.jobs import job_submit, jobs_submit_many
 from llmqueue.models import DrainSlot, Job, Status
 from tests.factories import chat_spec, make_endpoint, make_user
@@ -118,7 +119,7 @@ def test_readyz_follows_a_real_cluster(cluster, client, settings):
     assert client.get("/readyz").status_code == 503  # no cluster yet
     c = cluster()
     wait_until(lambda: client.get("/readyz").status_code == 200, timeout=30, what="ready")
-    c.stop()
+    c.kill()  # the whole cluster dies at once: nothing beats any more
     settings.LLMQUEUE = {"READY_HEARTBEAT_S": 1}
     wait_until(lambda: client.get("/readyz").status_code == 503, timeout=30, what="not ready")
     assert client.get("/readyz").json()["reason"].startswith("cluster: last heartbeat")
@@ -197,3 +198,32 @@ def test_500_jobs_on_two_workers_add_up_in_metrics(cluster, standin, client):
     assert len(worked) >= 2 and sum(worked.values()) == 500, worked
     assert os.getpid() not in {int(p) for p in worked}  # none of it was counted in this process
     assert after[("llmqueue_queue_depth", (("status", "queued"),))] == 0
+
+
+def test_a_worker_only_host_serves_its_counters(tmp_path):
+    """`manage.py llmqueue_metrics`: the events of this host's processes, without DB state."""
+    llm_metrics.JOBS_FINISHED.labels("cancelled").inc(0)  # this process has a counter file
+    port = free_port()
+    with open(tmp_path / "metrics.log", "wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "manage.py", "llmqueue_metrics", "--port", str(port)],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+
+            def page() -> str | None:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as r:
+                        return r.read().decode()
+                except OSError:
+                    return None
+
+            text = wait_until(page, timeout=30, what="the metrics server")
+        finally:
+            server.terminate()
+            server.wait(10)
+    families = {f.name for f in text_string_to_metric_families(text)}
+    assert "llmqueue_jobs_finished" in families  # read from this test process's file
+    assert "llmqueue_queue_depth" not in families  # state is the web hosts' to report

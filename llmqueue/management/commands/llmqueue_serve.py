@@ -17,6 +17,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from llmqueue import metrics
+
 
 class Command(BaseCommand):
     help = "Run the web server and the qcluster workers in the foreground; Ctrl-C stops both."
@@ -29,6 +31,9 @@ class Command(BaseCommand):
         if not 1 <= port <= 65535:
             raise CommandError(f"--port: {port} is not a TCP port")
         manage = [sys.executable, sys.argv[0]]
+        # This host's services start here: an earlier run's metric files would be added to
+        # the new counts (llmqueue.metrics), so the multiprocess directory starts empty.
+        metrics.multiprocess_dir_reset()
         # Each child leads its own process group, so that a stop reaches every process in it
         # (the cluster's workers included), each by the signal that stops it cleanly: SIGINT
         # for the cluster (see llmqueue.drain), SIGTERM for the web server (a shell may have
