@@ -11,8 +11,9 @@ from django.db.models.functions import Now
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-# Jobs and dead letters live in llmqueue.admin_jobs; importing it registers them.
-from llmqueue import admin_jobs  # noqa: F401
+# Jobs and dead letters live in llmqueue.admin_jobs, limits in llmqueue.admin_limits;
+# importing them registers them.
+from llmqueue import admin_jobs, admin_limits  # noqa: F401
 from llmqueue.dispatch import breaker_reset
 from llmqueue.health import endpoints_check
 from llmqueue.models import Endpoint, Job, Status

@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from django.db import transaction
 from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
@@ -233,6 +235,23 @@ def buckets_reconcile(usages: Sequence[tuple[int, int, int, int]]) -> None:
         TokenBucket.objects.filter(pk=row.pk).update(tokens=new.tokens, version=F("version") + 1)
 
 
+def bucket_try(*, scope: str, key: str, spec: Bucket, cost: float) -> tuple[bool, float, float]:
+    """Take ``cost`` from one bucket, atomically: (taken?, seconds to wait if not, level left).
+
+    One short transaction holding the bucket's row: exact under any number of concurrent
+    takers on SQLite and PostgreSQL.
+    """
+    with transaction.atomic():
+        ledger = Ledger({(scope, key): spec}, time.time())
+        charge = [((scope, key), cost)]
+        ok = ledger.can_pay(charge)
+        wait = 0.0 if ok else ledger.wait(charge)
+        if ok:
+            ledger.pay(charge)
+            ledger.save()
+        return ok, wait, bucket_peek(ledger.states[(scope, key)], ledger.now, spec)
+
+
 # --- at submission -------------------------------------------------------------------------------
 
 
@@ -287,19 +306,15 @@ def submission_admit(*, owner: Any, jobs: int, tokens: int) -> None:
     limits = limits_for([owner.pk])[owner.pk]
     spec = _per_minute(limits["submissions_per_minute"])
     if spec is not None:
-        key = (USER_SUBMIT, str(owner.pk))
-        ledger = Ledger({key: spec}, now.timestamp())
-        if not ledger.can_pay([(key, 1.0)]):
-            level = bucket_peek(ledger.states[key], now.timestamp(), spec)
+        ok, wait, level = bucket_try(scope=USER_SUBMIT, key=str(owner.pk), spec=spec, cost=1)
+        if not ok:
             raise OverLimit(
                 "submissions_per_minute",
                 limit=int(spec.capacity),
                 remaining=0,
-                retry_after=ledger.wait([(key, 1.0)]),
+                retry_after=wait,
                 reset=(spec.capacity - level) / spec.refill_per_s,
             )
-        ledger.pay([(key, 1.0)])
-        ledger.save()
     _check_quotas(owner, limits, jobs, tokens, now)
 
 

@@ -26,6 +26,7 @@ from llmqueue.api.serializers import (
 from llmqueue.conf import conf
 from llmqueue.jobs import job_cancel, job_retry, job_submit, jobs_submit_many
 from llmqueue.models import Endpoint, Job, Status
+from llmqueue.ratelimit import usage_of
 
 
 def _check_body_size(request: Request, limit: int) -> None:
@@ -148,6 +149,14 @@ class EndpointViewSet(viewsets.ModelViewSet):
     serializer_class = EndpointSerializer
     permission_classes = [permissions.IsAdminUser]
     queryset = Endpoint.objects.all()
+
+
+class UsageView(APIView):
+    """The caller's limits and quotas, and how much of them they used."""
+
+    @extend_schema(responses={200: dict})
+    def get(self, request: Request) -> Response:
+        return Response(usage_of(request.user))
 
 
 class StatsView(APIView):
