@@ -9,9 +9,9 @@ Three stand-in endpoints (``llmqueue.standin``) serve the model "echo", all of w
 answer after ``--latency-ms``, the third ``--slow-factor`` times slower. For each strategy,
 in turn, on one temporary SQLite database:
 
-1. every job, attempt, cache entry, drain slot and queued django-q2 task is deleted, the
-   endpoints' learned state (latency average, failure share, breaker) is reset and the
-   stand-ins' call logs are cleared, so no run inherits anything from the one before;
+1. every job, attempt, cache entry, token bucket, drain slot and queued django-q2 task is
+   deleted, the endpoints' learned state (latency average, failure share, breaker, pause) is
+   reset and the stand-ins' call logs are cleared, so no run inherits anything from the last;
 2. ``manage.py qcluster`` starts in its own process group with one drain of ``--inflight``
    calls (``LLMQUEUE_DRAINS_PER_HOST=1``, ``LLMQUEUE_DRAIN_CONCURRENCY``) and
    ``LLMQUEUE_BALANCER=<strategy>``;
@@ -137,10 +137,11 @@ def reset_state(ups: list[Upstream]) -> None:
     """Forget everything a previous run left: jobs, caches, slots, tasks, what was learned."""
     from django_q.models import OrmQ
 
-    from llmqueue.models import CacheEntry, DrainSlot, Endpoint, Job
+    from llmqueue.models import CacheEntry, DrainSlot, Endpoint, Job, TokenBucket
 
     Job.objects.all().delete()  # attempts go with them (on_delete=CASCADE)
     CacheEntry.objects.all().delete()
+    TokenBucket.objects.all().delete()  # none unless limits are set; they refill from full
     DrainSlot.objects.all().delete()
     OrmQ.objects.all().delete()  # a drain task queued by the last cluster, never run
     Endpoint.objects.update(
@@ -155,6 +156,7 @@ def reset_state(ups: list[Upstream]) -> None:
         breaker={},
         breaker_version=0,
         breaker_state="closed",
+        paused_until=0.0,
     )
     for u in ups:
         _standin(u, "/reset", post=True)
@@ -251,16 +253,25 @@ def submit_arrivals(client: Any, tag: str, *, rate: float, duration: float) -> i
     return sent
 
 
-def wait_all_terminal(jobs: int, *, timeout: float, cluster: subprocess.Popen[bytes]) -> None:
+def wait_all_terminal(
+    jobs: int, *, timeout: float, cluster: subprocess.Popen[bytes], log_path: Path
+) -> None:
+    from django.db.models import Count
+
     from llmqueue.models import TERMINAL, Job
 
     deadline = time.monotonic() + timeout
     while Job.objects.filter(status__in=TERMINAL).count() < jobs:
+        if cluster.poll() is None and time.monotonic() <= deadline:
+            time.sleep(POLL_S)
+            continue
+        counts = dict(Job.objects.values_list("status").annotate(n=Count("id")).order_by())
+        tail = log_path.read_text(errors="replace")[-3000:]
         if cluster.poll() is not None:
-            raise RuntimeError(f"qcluster exited with code {cluster.returncode} mid-run")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not all {jobs} jobs finished within {timeout:g} s")
-        time.sleep(POLL_S)
+            problem = f"qcluster exited with code {cluster.returncode} mid-run"
+        else:
+            problem = f"not all {jobs} jobs finished within {timeout:g} s"
+        raise RuntimeError(f"{problem}: {counts}; the cluster's log ends:\n{tail}")
 
 
 # --- the report -----------------------------------------------------------------------------------
@@ -274,44 +285,64 @@ def _pct(values: list[float]) -> tuple[float | None, float | None]:
     return round(q[49], 1), round(q[98], 1)
 
 
-def measure(ups: list[Upstream], *, t0: Any, submitted_at: Any) -> dict[str, Any]:
-    """What the rows of one run say; ``t0`` is the moment before the first submission."""
-    from llmqueue.models import Endpoint, Job, JobAttempt, Status
+def endpoint_report(ups: list[Upstream], *, makespan: float) -> dict[str, dict[str, Any]]:
+    """Per endpoint: its calls and share, its call times, and how busy it was kept.
 
-    rows = list(Job.objects.values_list("status", "created_at", "started_at", "finished_at"))
-    statuses = Counter(status for status, *_ in rows)
-    done = [r for r in rows if r[3] is not None]
-    last = max(r[3] for r in done)
-    makespan = (last - t0).total_seconds()
-    e2e = [(finished - created).total_seconds() * 1000 for _, created, _, finished in done]
-    wait = [(s - c).total_seconds() * 1000 for _, c, s, _ in rows if s is not None]
+    ``mean_in_flight`` is the calls' busy time over the makespan (Little's law);
+    ``mean_held`` counts a job from its claim until its result is written, which is how
+    long ``dispatch.endpoint_in_flight`` (running jobs under a lease) sees it in flight.
+    ``held`` is exact for jobs of one attempt, which is all of them when nothing fails.
+    """
+    from llmqueue.models import Endpoint, Job, JobAttempt
 
-    attempts = list(JobAttempt.objects.values_list("endpoint_name", "duration_ms"))
-    calls = Counter(name for name, _ in attempts)
-    busy_ms: dict[str, float] = defaultdict(float)
-    for name, ms in attempts:
-        busy_ms[name] += ms or 0.0
+    durations: dict[str, list[float]] = defaultdict(list)
+    for name, ms in JobAttempt.objects.values_list("endpoint_name", "duration_ms"):
+        durations[name].append(ms or 0.0)
+    held: dict[str, list[float]] = defaultdict(list)
+    for name, started, finished in Job.objects.filter(finished_at__isnull=False).values_list(
+        "endpoint__name", "started_at", "finished_at"
+    ):
+        held[name].append((finished - started).total_seconds() * 1000)
     ewma = dict(Endpoint.objects.values_list("name", "latency_ms"))
-    endpoints = {}
+    calls = sum(len(v) for v in durations.values())
+    report = {}
     for u in ups:
         log = _standin(u, "/log")
-        endpoints[u.name] = {
+        p50, p99 = _pct(durations[u.name])
+        report[u.name] = {
             "latency_ms": u.latency_ms,
-            "calls": calls[u.name],
-            "share": round(calls[u.name] / len(attempts), 4) if attempts else 0.0,
-            "mean_in_flight": round(busy_ms[u.name] / 1000 / makespan, 1),
+            "calls": len(durations[u.name]),
+            "share": round(len(durations[u.name]) / calls, 4) if calls else 0.0,
+            "upstream_p50_ms": p50,
+            "upstream_p99_ms": p99,
+            "held_p50_ms": _pct(held[u.name])[0],
+            "mean_in_flight": round(sum(durations[u.name]) / 1000 / makespan, 1),
+            "mean_held": round(sum(held[u.name]) / 1000 / makespan, 1),
             "max_in_flight": log["max_in_flight"],  # as the stand-in saw it
             "standin_calls": len(log["calls"]),
             "ewma_ms_at_end": None if ewma.get(u.name) is None else round(ewma[u.name], 1),
         }
-    e2e_p50, e2e_p99 = _pct(e2e)
-    up_p50, up_p99 = _pct([ms for _, ms in attempts if ms is not None])
-    wait_p50, wait_p99 = _pct(wait)
+    return report
+
+
+def measure(ups: list[Upstream], *, t0: Any, submitted_at: Any) -> dict[str, Any]:
+    """What the rows of one run say; ``t0`` is the moment before the first submission."""
+    from llmqueue.models import Job, JobAttempt, Status
+
+    rows = list(Job.objects.values_list("status", "created_at", "started_at", "finished_at"))
+    statuses = Counter(status for status, *_ in rows)
+    done = [r for r in rows if r[3] is not None]
+    makespan = (max(r[3] for r in done) - t0).total_seconds()
+    e2e_p50, e2e_p99 = _pct([(f - c).total_seconds() * 1000 for _, c, _, f in done])
+    wait_p50, wait_p99 = _pct([(s - c).total_seconds() * 1000 for _, c, s, _ in rows if s])
+    durations = [ms or 0.0 for ms in JobAttempt.objects.values_list("duration_ms", flat=True)]
+    up_p50, up_p99 = _pct(durations)
+    endpoints = endpoint_report(ups, makespan=makespan)
     return {
         "jobs": len(rows),
         "succeeded": statuses.get(Status.SUCCEEDED, 0),
         "dead": statuses.get(Status.DEAD, 0),
-        "attempts": len(attempts),
+        "attempts": len(durations),
         "slow_share": endpoints[SLOW]["share"],
         "e2e_p50_ms": e2e_p50,
         "e2e_p99_ms": e2e_p99,
@@ -336,7 +367,8 @@ def run_one(
 
     reset_state(ups)
     tag = f"{mode}-{strategy}-{uuid.uuid4().hex[:6]}"
-    cluster = start_cluster(strategy, tmp / f"qcluster-{mode}-{strategy}.log")
+    log_path = tmp / f"qcluster-{mode}-{strategy}.log"
+    cluster = start_cluster(strategy, log_path)
     try:
         t0 = timezone.now()
         if mode == "backlog":
@@ -345,7 +377,7 @@ def run_one(
         else:
             jobs = submit_arrivals(client, tag, rate=args.arrival_rate, duration=args.duration)
         submitted_at = timezone.now()
-        wait_all_terminal(jobs, timeout=args.timeout, cluster=cluster)
+        wait_all_terminal(jobs, timeout=args.timeout, cluster=cluster, log_path=log_path)
     finally:
         stop_cluster(cluster)
     result = {"mode": mode, "strategy": strategy, **measure(ups, t0=t0, submitted_at=submitted_at)}

@@ -69,8 +69,10 @@ class Defaults:
     BALANCER: str = "weighted_round_robin"
     #: per-model strategy, e.g. {"llama-3-8b": "latency"} (env: a JSON object)
     BALANCER_BY_MODEL: dict = dataclasses.field(default_factory=dict)
-    #: how fast an endpoint's latency average and failure share forget, seconds
+    #: how fast an endpoint's failure share forgets, seconds
     STATS_TAU_S: float = 30.0
+    #: how fast its peak-EWMA latency forgets a slow call (and fades while it gets no calls)
+    LATENCY_TAU_S: float = 10.0
     #: circuit breaker (llmqueue.breaker): open after this many failures in a row...
     BREAKER_FAILURES: int = 5
     #: ...or this failure share over the last BREAKER_WINDOW calls (once that many were seen)

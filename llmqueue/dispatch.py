@@ -18,6 +18,7 @@ still guards every change, whatever the caller holds.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -88,6 +89,18 @@ def breaker_save(endpoint_id: int, old: BreakerState, new: BreakerState) -> bool
             breaker=data, breaker_version=version, breaker_state=new.phase.value
         )
     )
+
+
+def latency_now(e: Endpoint, epoch: float) -> float | None:
+    """The endpoint's latency average, faded by the time since its last sample.
+
+    Without the fade, an endpoint that was slow once and then got no traffic would keep its
+    bad average, and the latency strategy would never try it again to learn otherwise
+    (Finagle's peak-EWMA decays the same way).
+    """
+    if e.latency_ms is None or e.latency_at is None:
+        return e.latency_ms
+    return e.latency_ms * math.exp(-max(0.0, epoch - e.latency_at) / conf.LATENCY_TAU_S)
 
 
 def _stats(e: Endpoint) -> FailureStats:
@@ -222,7 +235,7 @@ def dispatch_pools(*, now: Any = None) -> Pools:
             weight=e.weight,
             in_flight=busy.get(e.id, 0),
             room=room,
-            ewma_latency_ms=e.latency_ms,
+            ewma_latency_ms=latency_now(e, epoch),
             failure_ratio=failure_ratio(_stats(e), epoch, conf.STATS_TAU_S),
             target=Target(e.id, e.name, e.base_url, e.api_key, e.timeout_s),
             breaker=state,
@@ -265,7 +278,8 @@ def _learn_one(e: Endpoint, results: Iterable[Any], settings: BreakerSettings, t
         if r.health is not None:
             state = breaker_record(state, r.health, ended, settings, started_at=started)
         if r.health is CallOutcome.SUCCESS:
-            latency = ewma_update(latency, r.duration_ms, ended - (latency_at or ended), tau)
+            since = ended - (latency_at or ended)
+            latency = ewma_update(latency, r.duration_ms, since, conf.LATENCY_TAU_S)
             latency_at = ended
         failed = r.health is CallOutcome.FAILURE or r.http_status == 429
         stats = failure_record(stats, ended, tau, failed=failed)

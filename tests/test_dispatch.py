@@ -158,3 +158,13 @@ def test_least_in_flight_prefers_the_idle_endpoint(user, settings):
     )
     picked = [c.target.id for c in claim()]
     assert picked.count(idle.pk) >= 9  # of 10: two random choices, weight/(in_flight+1)
+
+
+def test_latency_fades_while_an_endpoint_gets_no_calls(settings):
+    from llmqueue.dispatch import latency_now
+
+    settings.LLMQUEUE = {"LATENCY_TAU_S": 10.0}
+    ep = make_endpoint(latency_ms=1000.0, latency_at=100.0)
+    assert latency_now(ep, 100.0) == pytest.approx(1000.0)
+    assert latency_now(ep, 110.0) == pytest.approx(1000.0 / 2.718281828, rel=1e-6)
+    assert latency_now(ep, 200.0) < 1.0  # long idle: tried again, not shunned forever
