@@ -12,8 +12,9 @@ One run, from the repository root's code:
 3. the ceiling: ``bench/upstream_clients.ceiling`` at the same total in-flight level
    (``--inflight`` x ``--workers``);
 4. ``manage.py qcluster`` in a subprocess with ``--workers`` drain slots of ``--inflight``
-   calls each; ``--jobs`` chat jobs are submitted through ``POST /api/jobs/bulk/`` (Django's
-   test client, in this process: the real view, serializer and service), 1000 per request;
+   calls each; once it is up and idle (its start-up drains have lingered out), ``--jobs``
+   chat jobs are submitted through ``POST /api/jobs/bulk/`` (Django's test client, in this
+   process: the real view, serializer and service), 1000 per request;
    jobs/s = jobs / (last ``finished_at`` - the moment before the first submission);
 5. the worker CPU: utime + stime of the qcluster process and all its descendants
    (``/proc/<pid>/stat``), from just before submission until all jobs finished; beside it,
@@ -62,7 +63,7 @@ BULK_CHUNK = 1000
 POLL_S = 0.05
 
 
-# --- worker CPU from /proc ----------------------------------------------------------------------
+# --- CPU from /proc -----------------------------------------------------------------------------
 
 
 def _proc_stats() -> dict[int, tuple[int, int, float]]:
@@ -88,40 +89,6 @@ def machine_busy_s() -> float:
     with open("/proc/stat") as f:
         ticks = [int(v) for v in f.readline().split()[1:9]]  # user .. steal
     return (sum(ticks) - ticks[3] - ticks[4]) / CLK_TCK  # less idle and iowait
-
-
-class CpuBudget:
-    """Where the machine's CPU went over a window, in cores: the workers (a ``CpuTree``), the
-    stand-in, this process (submission and polling), and everything else on the machine."""
-
-    def __init__(self, workers: CpuTree, standin_pid: int) -> None:
-        self.workers = workers
-        self.standin_pid = standin_pid
-
-    def _now(self) -> tuple[float, float, float, float]:
-        return (
-            time.monotonic(),
-            machine_busy_s(),
-            cpu_seconds(self.standin_pid),
-            time.process_time(),
-        )
-
-    def start(self) -> None:
-        self.workers.start()
-        self.first = self._now()
-
-    def stop(self) -> dict[str, float]:
-        self.workers.sample()
-        wall, machine, standin, own = (b - a for a, b in zip(self.first, self._now(), strict=True))
-        workers = self.workers.seconds()
-        cores = {
-            "workers": workers / wall,
-            "standin": standin / wall,
-            "bench": own / wall,
-            "others": (machine - workers - standin - own) / wall,
-            "machine": machine / wall,
-        }
-        return {k: round(v, 2) for k, v in cores.items()}
 
 
 class CpuTree:
@@ -180,6 +147,41 @@ class CpuTree:
         return [pid for pid, started in self.last if stats.get(pid, (0, -1, 0))[1] == started]
 
 
+class CpuBudget:
+    """Where the machine's CPU went over a window, in cores: the workers (a ``CpuTree``), the
+    stand-in, this process (submission and polling), and everything else on the machine."""
+
+    def __init__(self, workers: CpuTree, standin_pid: int) -> None:
+        self.workers = workers
+        self.standin_pid = standin_pid
+        self.first = self._now()
+
+    def _now(self) -> tuple[float, float, float, float]:
+        return (
+            time.monotonic(),
+            machine_busy_s(),
+            cpu_seconds(self.standin_pid),
+            time.process_time(),
+        )
+
+    def start(self) -> None:
+        self.workers.start()
+        self.first = self._now()
+
+    def stop(self) -> dict[str, float]:
+        self.workers.sample()
+        wall, machine, standin, own = (b - a for a, b in zip(self.first, self._now(), strict=True))
+        workers = self.workers.seconds()
+        cores = {
+            "workers": workers / wall,
+            "standin": standin / wall,
+            "bench": own / wall,
+            "others": (machine - workers - standin - own) / wall,
+            "machine": machine / wall,
+        }
+        return {k: round(v, 2) for k, v in cores.items()}
+
+
 # --- setup ----------------------------------------------------------------------------------------
 
 
@@ -224,6 +226,7 @@ def start_cluster(log_path: Path, *, ready_s: float = 30.0) -> subprocess.Popen[
             env={**os.environ, "Q_LOG_LEVEL": "INFO"},
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: see stop_cluster
         )
     deadline = time.monotonic() + ready_s
     while b"running" not in log_path.read_bytes():
@@ -236,16 +239,23 @@ def start_cluster(log_path: Path, *, ready_s: float = 30.0) -> subprocess.Popen[
     return proc
 
 
-def stop_cluster(proc: subprocess.Popen[bytes], tree: CpuTree | None) -> None:
-    """SIGTERM, SIGKILL after 10 s; then any descendant left behind is killed too."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    for pid in tree.alive() if tree else []:
+def stop_cluster(proc: subprocess.Popen[bytes], tree: CpuTree) -> None:
+    """Stop it, SIGKILL after 10 s; then any descendant left behind is killed too.
+
+    SIGINT to its process group is llmqueue's clean stop (``llmqueue.slots``): each drain and
+    the health checker end their task, the workers and the cluster exit. SIGTERM would not do:
+    to the main process alone it waits for those long tasks; to the group it kills the
+    sentinel, on whose death the main process then hangs.
+    """
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    for pid in tree.alive():
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
 
@@ -391,6 +401,13 @@ def submit_to_call_ms(client: Any, n: int, *, timeout: float = 60.0) -> float:
     return (started - created).total_seconds() * 1000
 
 
+def settle_s() -> float:
+    """Long enough for a drain with nothing to do to linger out, and then some."""
+    from llmqueue.conf import conf
+
+    return conf.DRAIN_LINGER_S + 30
+
+
 def latency_samples(client: Any, samples: int, *, first: int) -> dict[str, list[float]]:
     """Latencies of single jobs: "idle" with no drain alive, "warm" while a drain lingers."""
     from llmqueue.conf import conf
@@ -398,7 +415,7 @@ def latency_samples(client: Any, samples: int, *, first: int) -> dict[str, list[
     idle: list[float] = []
     warm: list[float] = []
     for i in range(samples):
-        if not wait_idle(timeout=conf.DRAIN_LINGER_S + 30):
+        if not wait_idle(timeout=settle_s()):
             print(
                 "warning: the cluster did not go idle; skipping the idle samples", file=sys.stderr
             )
@@ -442,6 +459,10 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         tree = CpuTree(cluster.pid)
         budget = CpuBudget(tree, server.pid)
         try:
+            # Each worker wakes a drain as it starts (and imports the drain's modules): let that
+            # settle, so that the run starts from an idle cluster and counts none of it.
+            if not wait_idle(timeout=settle_s()):
+                print("warning: the cluster did not settle before the run", file=sys.stderr)
             with profiled(cluster.pid, args.profile):
                 budget.start()
                 t0 = timezone.now()

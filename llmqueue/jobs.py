@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import secrets
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -43,12 +43,13 @@ from llmqueue.cache import (
     StoreItem,
     cache_confirm,
     cache_key_for,
+    cache_lookup_db,
     cache_lookup_many,
     cache_store_many,
 )
 from llmqueue.cache import metrics as cache_metrics
 from llmqueue.conf import conf
-from llmqueue.dispatch import Target, dispatch_pools
+from llmqueue.dispatch import Seat, Target, dispatch_pools
 from llmqueue.errors import ModelNotServed, TransitionError
 from llmqueue.fairness import fair_seqs_assign
 from llmqueue.models import Batch, Endpoint, Job, JobAttempt, Outcome, Status
@@ -155,7 +156,6 @@ def job_submit(*, owner: Any, spec: JobSpec) -> tuple[Job, bool]:
         with transaction.atomic():
             _admit(owner, [job])
             if wanted:
-                _twins_take_turns(job.cache_key)
                 _by_cache([job], wanted, found, now=now, single=True)
             job.save()
             _after_submit([job])
@@ -242,10 +242,18 @@ def _by_cache(
     flight, or a leader. Returns (follower, leader) pairs of twins among ``jobs`` themselves,
     to be linked once the leader has an id. Call inside the submitting transaction.
     """
-    # Leaders (job rows) are locked before the hits' entry rows, the order a drain's record
-    # step takes them in: no deadlock between the two on PostgreSQL.
-    leaders = _leaders(sorted(wanted), single=single)
     hits = cache_confirm(wanted, found, now=now)
+    # Only then the leaders of the rest. Lock order on PostgreSQL: a bulk submission never
+    # waits for a leader (skip locked); a single one waits only when it holds no entry row (no
+    # hit), so it never holds one while waiting for a job row, as a drain's record step may.
+    rest = sorted(set(wanted) - set(hits))
+    if single and rest:
+        _twins_take_turns(rest[0])
+    leaders = _leaders(rest, single=single)
+    leaderless = {k: wanted[k] for k in rest if k not in leaders}
+    if leaderless:
+        # A leader that finished since the lookup left its answer in the database level.
+        hits.update(cache_confirm(leaderless, cache_lookup_db(leaderless, now=now), now=now))
     firsts: dict[str, Job] = {}
     twins: list[tuple[Job, Job]] = []
     for job in jobs:
@@ -275,6 +283,8 @@ def _leaders(keys: list[str], *, single: bool) -> dict[str, int]:
     for many rows could deadlock with a drain's step: a skipped key gets a leader of its own,
     which costs at worst one more upstream call.
     """
+    if not keys:
+        return {}
     in_flight = Job.objects.filter(
         status__in=(Status.QUEUED, Status.RUNNING), follows__isnull=True
     ).order_by("id")
@@ -298,12 +308,12 @@ def _leaders(keys: list[str], *, single: bool) -> dict[str, int]:
     return found
 
 
-def _twins_take_turns(key: str | None) -> None:
+def _twins_take_turns(key: str) -> None:
     """PostgreSQL: identical single submissions take turns, under a transaction-scoped advisory
     lock on their key, so that two of them never both find no leader and both lead. (SQLite's
     IMMEDIATE transactions already take turns. Bulk submissions do not lock keys: a race of
     two of them, rare, costs at worst one more upstream call.)"""
-    if key is not None and connection.vendor == "postgresql":
+    if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             # 64 bits of the key's sha256, as the signed bigint the lock takes
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [int(key[-16:], 16) - (1 << 63)])
@@ -485,23 +495,33 @@ def jobs_claim(*, limit: int, lease_s: float | None = None) -> list[Claim]:
     chosen: dict[int, list[int]] = defaultdict(list)
     targets: dict[int, Target] = {}
     order: list[int] = []
+    held: Counter[str] = Counter()  # jobs held back by a rate limit, by the bucket's scope
     for _, _, pk, model, owner, tokens, pin in candidates:
         if len(order) == limit:
             break
         charges = user_charges(ledger, owner, tokens)
-        if not ledger.can_pay(charges):
+        if scope := ledger.blocked_by(charges):
+            held[scope] += 1
             continue
-        seat = pools.assign(
-            model,
-            only=pin,
-            admit=lambda s: ledger.can_pay(charges + endpoint_charges(ledger, s.id, tokens)),  # noqa: B023
-        )
+        blocked: list[str] = []
+
+        def admit(s: Seat) -> bool:
+            scope = ledger.blocked_by(charges + endpoint_charges(ledger, s.id, tokens))  # noqa: B023
+            if scope:
+                blocked.append(scope)  # noqa: B023
+            return scope is None
+
+        seat = pools.assign(model, only=pin, admit=admit)
         if seat is None:
+            if blocked:
+                held[blocked[0]] += 1
             continue
         ledger.pay(charges + endpoint_charges(ledger, seat.id, tokens))
         order.append(pk)
         chosen[seat.id].append(pk)
         targets[seat.id] = seat.target
+    for scope, n in held.items():
+        metrics.rate_limit_wait(scope=scope, n=n)
     if not order:
         return []
     ledger.save()

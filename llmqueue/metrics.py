@@ -81,7 +81,8 @@ QUEUE_WAIT_SECONDS = Histogram(
 )
 RATE_LIMIT_WAITS = Counter(
     "llmqueue_rate_limit_waits",
-    "Jobs held back because a token bucket was empty (no attempt spent), by bucket scope.",
+    "Claims that held a job back because a token bucket was empty (no attempt spent), by "
+    "bucket scope; a job held back at several claims counts at each.",
     ["scope"],
 )
 UPSTREAM_RATE_LIMITED = Counter(

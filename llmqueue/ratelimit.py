@@ -114,6 +114,13 @@ class Ledger:
             if k in self.specs
         )
 
+    def blocked_by(self, charges: Sequence[Charge]) -> str | None:
+        """The scope of the first bucket that cannot pay its charge now; None if all can."""
+        for k, c in charges:
+            if k in self.specs and not bucket_take(self.states[k], c, self.now, self.specs[k])[0]:
+                return k[0]
+        return None
+
     def wait(self, charges: Sequence[Charge]) -> float:
         """Seconds until every one of ``charges`` could be paid (0 if now)."""
         waits = [

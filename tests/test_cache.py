@@ -312,6 +312,19 @@ def test_a_twin_submitted_while_the_leader_runs_follows_it(user, echo_endpoint):
     assert fresh(follower).status == Status.SUCCEEDED and follower.result == body
 
 
+def test_a_leader_finishing_between_lookup_and_insert_is_still_a_hit(
+    user, echo_endpoint, monkeypatch
+):
+    leader, _ = job_submit(owner=user, spec=spec())
+    # The lookup (before the transaction) saw nothing; the leader then finished.
+    monkeypatch.setattr("llmqueue.jobs.cache_lookup_many", lambda wanted, now: {})
+    run_due()
+    late, _ = job_submit(owner=user, spec=spec())
+    assert late.cache_hit and late.result == fresh(leader).result
+    _, bulk = jobs_submit_many(owner=user, specs=[spec(), spec()])
+    assert all(j.cache_hit for j in bulk)
+
+
 def test_bulk_twins_follow_one_leader(api, user, echo_endpoint):
     r = api.post(
         "/api/jobs/bulk/",

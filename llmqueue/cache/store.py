@@ -66,7 +66,10 @@ def _fresh(answer: CachedAnswer, max_age_s: int | None, now: dt.datetime) -> boo
     return max_age_s is None or answer.created_at >= now - dt.timedelta(seconds=max_age_s)
 
 
-def _db_read(wanted: Mapping[str, int | None], now: dt.datetime) -> dict[str, CachedAnswer]:
+def cache_lookup_db(
+    wanted: Mapping[str, int | None], *, now: dt.datetime
+) -> dict[str, CachedAnswer]:
+    """Like ``cache_lookup_many``, from the database level alone and uncounted."""
     keys = list(wanted)
     found = {}
     for start in range(0, len(keys), CHUNK):
@@ -100,7 +103,7 @@ def cache_lookup_many(
             found[key] = answer
     rest = [k for k in rest if k not in found]
     if rest:
-        found.update(_db_read({k: wanted[k] for k in rest}, now))
+        found.update(cache_lookup_db({k: wanted[k] for k in rest}, now=now))
     _missed(len(wanted) - len(found))
     return found
 
@@ -139,7 +142,7 @@ def cache_confirm(
     if stale:
         local_drop(stale)
         shared_drop(stale)
-        for key, answer in sorted(_db_read({k: wanted[k] for k in stale}, now).items()):
+        for key, answer in sorted(cache_lookup_db({k: wanted[k] for k in stale}, now=now).items()):
             if _touch(answer, now):
                 confirmed[key] = answer
     _missed(len(found) - len(confirmed))

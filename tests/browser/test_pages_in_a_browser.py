@@ -123,7 +123,7 @@ def test_retry_a_dead_letter_from_the_admin(page, live_server, cluster, standin)
 
     wait_until(succeeded, timeout=30, interval=0.5, what="the retried job to succeed")
     expect(page.locator(".fieldBox.field-attempts .readonly")).to_have_text("1")
-    expect(page.locator(".field-endpoint_link a")).to_have_text("stand-in")
+    expect(page.locator(".form-row.field-endpoint_link a")).to_have_text("stand-in")
     screenshot(page, "admin-retried-job")
 
 

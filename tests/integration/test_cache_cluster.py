@@ -142,6 +142,8 @@ def test_warming_fills_the_cache_through_the_queue(cluster, standin, tmp_path):
         "--user",
         owner.username,
         "--wait",
+        "--timeout",
+        "60",
         "--poll",
         "0.2",
         stdout=out,

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-from django.test import Client
 from django.urls import reverse
 
 from llmqueue.jobs import job_submit, jobs_submit_many
@@ -9,13 +8,6 @@ from llmqueue.models import Endpoint, Job, Status
 from tests.factories import chat_spec, make_endpoint
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def admin_web(staff) -> Client:
-    c = Client()
-    c.force_login(staff)
-    return c
 
 
 def dead_job(owner):

@@ -16,13 +16,6 @@ from tests.factories import chat_payload, chat_spec
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def web(user) -> Client:
-    c = Client()
-    c.force_login(user)
-    return c
-
-
 def jsonl(*rows: object) -> bytes:
     lines = [r if isinstance(r, str) else json.dumps(r) for r in rows]
     return "".join(line + "\n" for line in lines).encode()

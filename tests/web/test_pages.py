@@ -3,7 +3,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.test import Client
 from django.utils import timezone
 
 from llmqueue.jobs import JobSpec, job_submit, jobs_submit_many
@@ -11,13 +10,6 @@ from llmqueue.models import Job, JobAttempt, Outcome, Status
 from tests.factories import chat_payload, chat_spec, make_endpoint
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def web(user) -> Client:
-    c = Client()
-    c.force_login(user)
-    return c
 
 
 def test_pages_need_login(client):
@@ -205,34 +197,20 @@ def test_submit_form_with_earlier_turns_and_parameters(web, echo_endpoint):
 
 
 def test_submit_form_keeps_turns_and_reports_a_bad_one(web, echo_endpoint):
-    r = web.post(
-        "/jobs/new/",
-        {
-            "kind": "chat",
-            "model": "echo",
-            "turn_role": ["tool"],
-            "turn_content": ["x"],
-            "prompt": "hi",
-            "priority": 5,
-            "temperature": "7",
-        },
-    )
-    page = r.content.decode()
+    form = {
+        "kind": "chat",
+        "model": "echo",
+        "turn_role": ["tool"],
+        "turn_content": ["x"],
+        "prompt": "hi",
+        "priority": 5,
+    }
+    r = web.post("/jobs/new/", {**form, "temperature": "7"})
     assert r.status_code == 200 and not Job.objects.exists()
-    assert "less than or equal to 2" in page  # temperature
-    r = web.post(
-        "/jobs/new/",
-        {
-            "kind": "chat",
-            "model": "echo",
-            "turn_role": ["tool"],
-            "turn_content": ["x"],
-            "prompt": "hi",
-            "priority": 5,
-        },
-    )
-    page = r.content.decode()
+    assert "less than or equal to 2" in r.content.decode()  # temperature
+    page = web.post("/jobs/new/", form).content.decode()
     assert "turn 1: role must be user or assistant" in page and ">x</textarea>" in page
+    assert not Job.objects.exists()
 
 
 def test_job_list_filters_and_search(web, user, other_user, echo_endpoint):

@@ -180,7 +180,10 @@
       var pr = root.querySelector("#priority-rows");
       if (pr) {
         if (data.by_priority.length) { fillRows(pr, data.by_priority, PRIORITY_CELLS); }
-        else { fillRows(pr, [{}], [{ label: "", value: function () { return "Nothing waiting."; } }]); }
+        else {
+          fillRows(pr, [{}], [{ label: "", value: function () { return "Nothing waiting."; } }]);
+          pr.querySelector("td").colSpan = 3;
+        }
       }
       var eps = root.querySelector("#endpoint-rows");
       if (eps && data.endpoints.length) { fillRows(eps, data.endpoints, ENDPOINT_CELLS); }
