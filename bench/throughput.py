@@ -430,6 +430,17 @@ def latency_samples(client: Any, samples: int, *, first: int) -> dict[str, list[
     return {"idle": idle, "warm": warm}
 
 
+def code_version() -> str | None:
+    """The commit the code under test is at ("-dirty" with local changes); None outside git."""
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
+        )
+    except OSError:
+        return None
+    return out.stdout.strip() or None
+
+
 def _stats(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {"median": None, "max": None}
@@ -481,6 +492,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     elapsed = (t1 - t0).total_seconds()
     jobs_per_s = args.jobs / elapsed
     return {
+        "code": code_version(),
         "jobs": args.jobs,
         "inflight": args.inflight,
         "workers": args.workers,
@@ -515,6 +527,7 @@ def _latency(stats: dict[str, Any]) -> str:
 
 def print_summary(r: dict[str, Any]) -> None:
     rows = [
+        ("code", r["code"] or "not a git checkout"),
         ("jobs", f"{r['jobs']} ({r['succeeded']} succeeded, {r['dead']} dead)"),
         ("in-flight", f"{r['inflight']} per worker, {r['total_inflight']} total"),
         ("workers", r["workers"]),

@@ -42,7 +42,7 @@ class Defaults:
     #: a drain with nothing in flight and nothing due exits after this long
     DRAIN_LINGER_S: float = 5.0
     #: poll interval of a drain that has room but found nothing due
-    DRAIN_POLL_S: float = 0.25
+    DRAIN_POLL_S: float = 0.1
     #: on shutdown, how long a drain lets its calls finish before it cuts them off and requeues
     STOP_GRACE_S: float = 10.0
     #: a claimed job is someone else's to take after this long without a renewal

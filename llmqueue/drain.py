@@ -6,8 +6,8 @@ outcomes and claims as many new jobs as there are free places, so every place st
 
 Who starts drains:
 - a submission, once it commits (``drain_wake``), when no live drain would see the job;
-- a drain that fills all its places, every few seconds, so that other workers (on this host
-  or another) join in while a backlog lasts; the extra ones find no slot and end at once;
+- a drain that fills all its places, every few seconds, while the fleet has a free slot, so
+  that other workers (on this host or another) join in while a backlog lasts;
 - a drain that reaches its maximum life with work left hands over to a fresh task;
 - every worker process as it starts (after a crash, the cluster picks the queue up again);
 - the housekeeping schedule, every minute, as the net under all of the above.
@@ -19,6 +19,7 @@ lease expired goes back to the queue (``jobs_reap``). Drains only make the queue
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import secrets
@@ -40,13 +41,16 @@ from llmqueue.jobs import (
     jobs_record,
     jobs_release,
     jobs_renew,
+    queue_has_due,
     queue_next_due,
 )
+from llmqueue.locking import writer_turn
 from llmqueue.models import DrainSlot, Outcome
 from llmqueue.ratelimit import buckets_learn
 from llmqueue.slots import (
     slot_acquire,
     slot_beat,
+    slot_hosts,
     slot_owner,
     slot_release,
     slots_live,
@@ -63,6 +67,22 @@ def _enqueue_drain() -> None:
     from django_q.tasks import async_task
 
     async_task(DRAIN_TASK, task_name=f"drain-{secrets.token_hex(4)}", q_options={"save": False})
+
+
+def drain_spread() -> None:
+    """A full drain asks for help: enqueue another drain while the fleet has a free slot.
+
+    The fleet's slots are DRAINS_PER_HOST on every host known to have drained (see
+    ``slots.slot_hosts``); extra drains that find none free end at once, so this is only a
+    saving, never a risk.
+    """
+    try:
+        if slots_live() < conf.DRAINS_PER_HOST * max(1, slot_hosts()):
+            _enqueue_drain()
+    except Exception:
+        log.exception("could not ask for another drain")
+    finally:
+        connections.close_all()
 
 
 def drain_wake() -> None:
@@ -115,15 +135,28 @@ def _db(fn: Any) -> Any:
 
 
 class Drainer:
+    """One drain: up to DRAIN_CONCURRENCY calls in flight, and a reserve of claimed jobs.
+
+    A call that finishes starts the next one from the reserve at once, without waiting for
+    the database; the steps (record outcomes, claim more) only top the reserve up, in
+    batches that grow with the load. Reserved jobs are claimed like running ones (leased,
+    counted against their endpoint's max_concurrency), so a drain never holds more than an
+    endpoint allows, and a stopping drain gives its reserve straight back to the queue.
+    """
+
     def __init__(self, *, slot: DrainSlot) -> None:
         self.slot = slot
         self.concurrency = max(1, int(conf.DRAIN_CONCURRENCY))
+        self.reserve_size = self.concurrency
+        self.reserve: collections.deque[Claim] = collections.deque()
         self.inflight: dict[asyncio.Task[AttemptResult], Claim] = {}
         self.finished: list[AttemptResult] = []
         self.wakeup = asyncio.Event()
         self.handled = 0
         self.stopping = False
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.upstream: Upstream | None = None
+        self.spreading: asyncio.Task[None] | None = None
 
     def stop_threadsafe(self, signum: int) -> None:
         """Stop claiming; let calls in flight finish for STOP_GRACE_S, then requeue the rest."""
@@ -133,12 +166,12 @@ class Drainer:
 
     # -- database steps (run in the DB thread) --
 
-    def _step(self, results: list[AttemptResult], free: int) -> list[Claim]:
-        with transaction.atomic():
+    def _step(self, results: list[AttemptResult], want: int) -> list[Claim]:
+        with writer_turn(), transaction.atomic():
             jobs_record(results)
             endpoints_learn(results)
             buckets_learn(results)
-            return jobs_claim(limit=free)
+            return jobs_claim(limit=want)
 
     def _beat(self, tokens: list[str]) -> bool:
         """Renew the slot and our leases; False if the slot was taken from us."""
@@ -156,12 +189,13 @@ class Drainer:
         if due is not None and (hand_over or due <= timezone.now()):
             _enqueue_drain()
 
-    # -- the loop --
+    # -- calls --
 
-    async def _call(self, upstream: Upstream, claim: Claim) -> AttemptResult:
+    async def _call(self, claim: Claim) -> AttemptResult:
+        assert self.upstream is not None
         try:
             async with asyncio.timeout(claim.target.timeout_s + 5):
-                return await upstream.call(claim)
+                return await self.upstream.call(claim)
         except Exception as exc:  # a bug here must cost an attempt, never the job
             log.exception("call for job %s failed inside the worker", claim.job_id)
             return AttemptResult(
@@ -172,69 +206,81 @@ class Drainer:
                 error=f"worker error: {type(exc).__name__}: {exc}"[:2000],
             )
 
+    def _start_calls(self) -> None:
+        assert self.loop is not None
+        while self.reserve and len(self.inflight) < self.concurrency and not self.stopping:
+            claim = self.reserve.popleft()
+            task = self.loop.create_task(self._call(claim))
+            self.inflight[task] = claim
+            task.add_done_callback(self._done)
+
     def _done(self, task: asyncio.Task[AttemptResult]) -> None:
         self.inflight.pop(task, None)
-        if task.cancelled():  # the loop is shutting down; the lease will lapse and requeue it
+        if task.cancelled():  # stopping: these are given back to the queue
             return
         self.finished.append(task.result())
+        self._start_calls()
         self.wakeup.set()
 
+    # -- the loop --
+
     async def run(self) -> int:
-        upstream = Upstream(max_connections=self.concurrency)
+        self.upstream = Upstream(max_connections=self.concurrency)
         loop = self.loop = asyncio.get_running_loop()
         start = loop.time()
         deadline = start + conf.DRAIN_MAX_SECONDS
         last_busy = start
         next_beat = start + conf.HEARTBEAT_S
         next_spread = start
+        drained = False  # the last claim found less than it asked for
         try:
-            while True:
-                if self.stopping:
-                    break
+            while not self.stopping:
                 now = loop.time()
                 closing = now >= deadline
-                free = 0 if closing else self.concurrency - len(self.inflight)
+                want = 0
+                if not closing:
+                    want = self.concurrency + self.reserve_size
+                    want -= len(self.inflight) + len(self.reserve)
                 results, self.finished = self.finished, []
                 claims: list[Claim] = []
-                if results or free > 0:
+                # An idle poll asks first, read-only, whether anything is due at all: on
+                # SQLite a claim takes the write lock, which the other drains then wait for.
+                if want > 0 and not results and drained:
+                    want = want if await _db(queue_has_due)() else 0
+                if results or want > 0:
                     try:
-                        claims = await _db(self._step)(results, free)
+                        claims = await _db(self._step)(results, want)
                     except Exception:
-                        log.exception(
-                            "drain step failed; keeping %d results for the next", len(results)
-                        )
+                        log.exception("drain step failed; keeping %d results", len(results))
                         self.finished[:0] = results
                         await asyncio.sleep(1.0)
                         continue
                     self.handled += len(results)
-                for claim in claims:
-                    task = loop.create_task(self._call(upstream, claim))
-                    self.inflight[task] = claim
-                    task.add_done_callback(self._done)
-                if claims or self.inflight:
+                    self.reserve.extend(claims)
+                    self._start_calls()
+                    if want > 0:
+                        drained = len(claims) < want
+                if claims or self.inflight or self.reserve:
                     last_busy = now
                 if now >= next_beat:
-                    tokens = [c.token for c in self.inflight.values()]
+                    tokens = [c.token for c in [*self.inflight.values(), *self.reserve]]
                     if not await _db(self._beat)(tokens):
-                        log.warning(
-                            "drain %s lost its slot; stopping after in-flight calls",
-                            self.slot.owner,
-                        )
+                        log.warning("drain %s lost its slot; stopping", self.slot.owner)
                         deadline = now
                     next_beat = now + conf.HEARTBEAT_S
-                if free and len(claims) == free and now >= next_spread:
-                    # Full: there is likely more due work than this drain can hold.
-                    await _db(_enqueue_drain)()
-                    next_spread = now + 2.0
-                if not self.inflight and not claims:
+                if want and len(claims) == want and now >= next_spread:
+                    # Full: likely more due work than this drain can hold. Ask for help off
+                    # the step path (its own thread and connection).
+                    self.spreading = loop.create_task(
+                        sync_to_async(drain_spread, thread_sensitive=False)()
+                    )
+                    next_spread = now + 5.0
+                if not self.inflight and not self.reserve and not claims:
                     if closing:
                         break
-                    if now - last_busy >= conf.DRAIN_LINGER_S:
-                        due = await _db(queue_next_due)()
-                        if due is None:
-                            break
-                if len(claims) == free and free:
-                    continue  # there may be more: claim again at once
+                    lingered = now - last_busy >= conf.DRAIN_LINGER_S
+                    if lingered and await _db(queue_next_due)() is None:
+                        break
                 idle = not self.inflight and now - last_busy >= conf.DRAIN_LINGER_S
                 timeout = max(conf.DRAIN_POLL_S, 1.0) if idle else conf.DRAIN_POLL_S
                 if not self.finished:
@@ -242,18 +288,24 @@ class Drainer:
                         await asyncio.wait_for(self.wakeup.wait(), timeout)
                 self.wakeup.clear()
         finally:
-            if self.inflight:
-                await asyncio.wait(list(self.inflight), timeout=conf.STOP_GRACE_S)
-            cut_off = list(self.inflight.values())
-            for task in list(self.inflight):
-                task.cancel()
-            if cut_off:
-                await _db(jobs_release)(claims=cut_off)
-            if self.finished:
-                results, self.finished = self.finished, []
-                await _db(self._step)(results, 0)
-                self.handled += len(results)
-            await upstream.aclose()
-            await _db(self._leave)(hand_over=not self.stopping and loop.time() >= deadline)
-            await _db(connections.close_all)()
+            await self._settle(hand_over=not self.stopping and loop.time() >= deadline)
         return self.handled
+
+    async def _settle(self, *, hand_over: bool) -> None:
+        """Finish in-flight calls (for STOP_GRACE_S), give back the rest, record, leave."""
+        if self.inflight:
+            await asyncio.wait(list(self.inflight), timeout=conf.STOP_GRACE_S)
+        given_back = [*self.inflight.values(), *self.reserve]
+        self.reserve.clear()
+        for task in list(self.inflight):
+            task.cancel()
+        if given_back:
+            await _db(jobs_release)(claims=given_back)
+        if self.finished:
+            results, self.finished = self.finished, []
+            await _db(self._step)(results, 0)
+            self.handled += len(results)
+        if self.upstream is not None:
+            await self.upstream.aclose()
+        await _db(self._leave)(hand_over=hand_over)
+        await _db(connections.close_all)()

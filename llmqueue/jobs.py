@@ -52,6 +52,7 @@ from llmqueue.conf import conf
 from llmqueue.dispatch import Seat, Target, dispatch_pools
 from llmqueue.errors import ModelNotServed, TransitionError
 from llmqueue.fairness import fair_seqs_assign
+from llmqueue.locking import writer_turn
 from llmqueue.models import Batch, Endpoint, Job, JobAttempt, Outcome, Status
 from llmqueue.ratelimit import (
     dispatch_ledger,
@@ -191,7 +192,7 @@ def jobs_submit_many(
     ]
     wanted = _cache_wanted(fresh)
     found = cache_lookup_many(wanted, now=now) if wanted else {}  # before locking anything
-    with transaction.atomic():
+    with writer_turn(), transaction.atomic():
         _admit(owner, fresh)
         batch = Batch.objects.create(owner=owner, name=name)
         for job in fresh:
@@ -277,11 +278,13 @@ def _by_cache(
 def _leaders(keys: list[str], *, single: bool) -> dict[str, int]:
     """The job each key's twins follow: its oldest queued or running job that follows no one.
 
-    Locked (PostgreSQL) until the submission commits, so that the leader cannot finish (and
-    settle its followers) between this read and the new follower's insert. A single submission
-    locks one row and waits for it; a bulk one skips leaders locked by others, since waiting
-    for many rows could deadlock with a drain's step: a skipped key gets a leader of its own,
-    which costs at worst one more upstream call.
+    The leader must not finish (and settle its followers) between this read and the commit
+    of the new follower's insert. A single submission locks the leader's row (PostgreSQL)
+    and waits for it. A bulk one must not wait for many rows, which could deadlock with a
+    drain's step: it locks the leaders it can (skip locked), follows the others without a
+    lock, and once committed, waits for each of those alone and settles any follower the
+    leader left behind (``_followers_recheck``). SQLite's IMMEDIATE transactions need none
+    of this: nothing else writes while a submission does.
     """
     if not keys:
         return {}
@@ -305,7 +308,29 @@ def _leaders(keys: list[str], *, single: bool) -> dict[str, int]:
         )
         for pk, key in rows:
             found.setdefault(key, pk)
+    rest = [k for k in keys if k not in found]
+    if rest and connection.features.has_select_for_update_skip_locked:
+        unlocked: set[int] = set()
+        for start in range(0, len(rest), 500):
+            rows = in_flight.filter(cache_key__in=rest[start : start + 500]).values_list(
+                "pk", "cache_key"
+            )
+            for pk, key in rows:
+                if found.setdefault(key, pk) == pk:
+                    unlocked.add(pk)
+        if unlocked:
+            transaction.on_commit(lambda: _followers_recheck(sorted(unlocked)), robust=True)
     return found
+
+
+def _followers_recheck(leader_ids: list[int]) -> None:
+    """After a commit that added followers to leaders it could not lock: wait for each leader's
+    lock in turn (one row per transaction: nothing to deadlock on), then settle the followers
+    it left behind, had it finished meanwhile without seeing them."""
+    for leader_id in leader_ids:
+        with transaction.atomic():
+            Job.objects.select_for_update().filter(pk=leader_id).values_list("pk").first()
+            _followers_rescue(now=timezone.now(), leaders=[leader_id])
 
 
 def _twins_take_turns(key: str) -> None:
@@ -677,13 +702,16 @@ def _leaders_settle(answers: dict[int, Any], *, ended: list[int], now: dt.dateti
     metrics.jobs_finished(Status.SUCCEEDED, completed)
 
 
-def _followers_rescue(*, now: dt.datetime) -> int:
+def _followers_rescue(*, now: dt.datetime, leaders: list[int] | None = None) -> int:
     """The net under single-flight: followers whose leader ended without settling them take
-    its answer or are released. Nothing should leave one so (a deleted leader clears
-    ``follows`` by itself); this makes sure that none waits forever if something does.
+    its answer or are released. Only a bulk submission racing the leader's end leaves one so
+    (and settles it itself, ``_followers_recheck``; a deleted leader clears ``follows`` by
+    itself); the reaper runs this too, so that none waits forever whatever happens.
     Cheap: the partial index job_followers holds only followers.
     """
     stray = Job.objects.filter(status__in=ALLOWED["follow_through"], follows__isnull=False)
+    if leaders is not None:
+        stray = stray.filter(follows_id__in=leaders)
     answer = Job.objects.filter(pk=OuterRef("follows_id")).values("result")[:1]
     completed = stray.filter(follows__status=Status.SUCCEEDED).update(
         status=Status.SUCCEEDED,
@@ -760,6 +788,13 @@ def jobs_reap(*, limit: int = 500) -> int:
         dead = len(ended)
         metrics.jobs_finished(Status.DEAD, dead)
     return n + dead
+
+
+def queue_has_due() -> bool:
+    """Whether any queued job is due now (a cheap read, for idle polls)."""
+    return Job.objects.filter(
+        status=Status.QUEUED, available_at__lte=timezone.now(), follows__isnull=True
+    ).exists()
 
 
 def queue_next_due() -> dt.datetime | None:

@@ -3,11 +3,14 @@ and the health checker."""
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from django.db.models.signals import post_migrate
 from django.dispatch import receiver
 from django_q.signals import post_spawn
+
+from llmqueue.conf import conf
 
 HOUSEKEEPING_TASK = "llmqueue.drain.housekeeping"
 
@@ -29,6 +32,9 @@ def wake_on_worker_start(sender: Any, proc_name: str = "", **kwargs: Any) -> Non
     # After a crash or a restart nobody else would start draining until the next schedule.
     from llmqueue.drain import drain_wake
     from llmqueue.health import health_wake
+    from llmqueue.slots import slots_register
 
+    # Known to the fleet from its first moment: full drains elsewhere then ask for help here.
+    slots_register(host=socket.gethostname(), count=conf.DRAINS_PER_HOST)
     drain_wake()
     health_wake()

@@ -59,9 +59,8 @@ def slot_acquire(*, host: str, count: int, owner: str) -> DrainSlot | None:
     """Take one of ``host``'s ``count`` slots for ``owner``; None when live holders have all."""
     now = timezone.now()
     have = set(DrainSlot.objects.filter(host=host).values_list("number", flat=True))
-    missing = [DrainSlot(host=host, number=n) for n in range(count) if n not in have]
-    if missing:
-        DrainSlot.objects.bulk_create(missing, ignore_conflicts=True)
+    if any(n not in have for n in range(count)):
+        slots_register(host=host, count=count)
     for slot in DrainSlot.objects.filter(host=host, number__lt=count).order_by("number"):
         if _live(slot, now):
             continue
@@ -84,6 +83,18 @@ def slot_beat(slot: DrainSlot) -> bool:
 
 def slot_release(slot: DrainSlot) -> None:
     DrainSlot.objects.filter(pk=slot.pk, owner=slot.owner).update(owner=None)
+
+
+def slot_hosts() -> int:
+    """How many hosts have drain slots (have run a drain, or a worker, at some time)."""
+    return DrainSlot.objects.exclude(host=HEALTH_HOST).values("host").distinct().count()
+
+
+def slots_register(*, host: str, count: int) -> None:
+    """Make sure ``host``'s slots exist, so the fleet knows the host before it drains."""
+    DrainSlot.objects.bulk_create(
+        [DrainSlot(host=host, number=n) for n in range(count)], ignore_conflicts=True
+    )
 
 
 def slots_live(*, health: bool = False) -> int:
