@@ -10,22 +10,12 @@ from django.http import HttpRequest
 
 from llmqueue.buckets import Bucket, BucketState, bucket_peek
 from llmqueue.models import TokenBucket, UserLimits
-from llmqueue.ratelimit import usage_of
+from llmqueue.ratelimit import LIMIT_FIELDS, usage_of
 
 
 @admin.register(UserLimits)
 class UserLimitsAdmin(admin.ModelAdmin):
-    list_display = [
-        "who",
-        "submissions_per_minute",
-        "requests_per_minute",
-        "tokens_per_minute",
-        "jobs_per_day",
-        "jobs_per_month",
-        "tokens_per_day",
-        "tokens_per_month",
-        "used_today",
-    ]
+    list_display = ["who", *LIMIT_FIELDS, "used_today"]
     list_select_related = ["user"]
     search_fields = ["user__username"]
     autocomplete_fields = ["user"]

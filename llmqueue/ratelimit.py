@@ -45,7 +45,8 @@ USER_RPM, USER_TPM, USER_SUBMIT = "user-rpm", "user-tpm", "user-submit"
 Key = tuple[str, str]
 Charge = tuple[Key, float]
 
-_LIMIT_FIELDS = [
+#: UserLimits' limit fields, in the order people read them
+LIMIT_FIELDS = [
     "submissions_per_minute",
     "requests_per_minute",
     "tokens_per_minute",
@@ -70,7 +71,7 @@ def limits_for(user_ids: Iterable[int]) -> dict[int, dict[str, int | None]]:
                 if own and getattr(own, f) is not None
                 else getattr(default, f, None)
             )
-            for f in _LIMIT_FIELDS
+            for f in LIMIT_FIELDS
         }
     return merged
 
