@@ -1,7 +1,7 @@
 """The response cache: what a cache hit costs the server, and what repeats save end to end.
 
     .venv/bin/python bench/cache.py [--jobs 10000] [--repeat 0.5] [--latency-ms 100]
-        [--inflight 64] [--workers 1] [--hit-samples 2000] [--timeout 600]
+        [--inflight 64] [--workers 1] [--hit-samples 2000] [--rounds 2] [--timeout 600]
         [--database-url postgres://...] [--redis redis://...]
 
 One run, from the repository root's code, on a fresh SQLite file (or ``--database-url``, a
@@ -17,9 +17,10 @@ calls each):
 2. The workload: ``--jobs`` chat jobs of which a share ``--repeat`` repeat an earlier request
    of the same run (``--jobs x (1 - repeat)`` distinct requests, the repeats drawn from them
    at random, all shuffled), submitted through ``POST /api/jobs/bulk/``, 1000 per request.
-   Once with ``"cache": false`` on every job, then once with the cache on (new prompts, so
-   that nothing is cached from before). elapsed = last ``finished_at`` - the moment before the
-   first submission; upstream calls are counted from the stand-in's log.
+   ``--rounds`` times each with ``"cache": false`` on every job and with the cache on, in the
+   order off, on, on, off, ... (new prompts each run, so that nothing is cached from
+   before). elapsed = last ``finished_at`` - the moment before the first submission; upstream
+   calls are counted from the stand-in's log; speedup = total elapsed off / total on.
 
 Prints a table and one ``RESULT {json}`` line. Everything started is stopped at the end.
 """
@@ -158,16 +159,18 @@ def run_workload(
         followers=Count("id", filter=Q(follows__isnull=False, cache_hit=True)),
     )
     elapsed = (agg["t1"] - t0).total_seconds()
+    calls = standin_calls(base_url)
     return {
         "cache": cache,
         "jobs": len(requests),
         "succeeded": agg["succeeded"],
-        "upstream_calls": standin_calls(base_url),
+        "upstream_calls": calls,
         "hits_at_submission": agg["hits"],
         "followers": agg["followers"],
         "submit_s": round(submitted_s, 3),
         "elapsed_s": round(elapsed, 3),
         "jobs_per_s": round(len(requests) / elapsed, 1),
+        "calls_per_s": round(calls / elapsed, 1),
     }
 
 
@@ -184,12 +187,17 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         tree.start()
         try:
             hits = hit_latency(client, args.hit_samples)
-            requests_off = workload(args.jobs, args.repeat, tag=uuid.uuid4().hex, seed=1)
-            off = run_workload(
-                client, user, base_url, requests_off, cache=False, timeout=args.timeout
-            )
-            requests_on = workload(args.jobs, args.repeat, tag=uuid.uuid4().hex, seed=1)
-            on = run_workload(client, user, base_url, requests_on, cache=True, timeout=args.timeout)
+            runs: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+            for n in range(args.rounds):
+                # ABBA: off, on, then on, off... so that a drift in the machine's load (it is
+                # shared) weighs on both alike.
+                for cache in (False, True) if n % 2 == 0 else (True, False):
+                    requests = workload(args.jobs, args.repeat, tag=uuid.uuid4().hex, seed=n)
+                    runs[cache].append(
+                        run_workload(
+                            client, user, base_url, requests, cache=cache, timeout=args.timeout
+                        )
+                    )
         finally:
             tree.sample()
             stop_cluster(cluster, tree)
@@ -200,9 +208,11 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "inflight": args.inflight * args.workers,
         "repeat": args.repeat,
         "hit_latency": hits,
-        "cache_off": off,
-        "cache_on": on,
-        "speedup": round(off["elapsed_s"] / on["elapsed_s"], 2),
+        "cache_off": runs[False],
+        "cache_on": runs[True],
+        "speedup": round(
+            sum(r["elapsed_s"] for r in runs[False]) / sum(r["elapsed_s"] for r in runs[True]), 2
+        ),
     }
 
 
@@ -219,13 +229,17 @@ def print_summary(r: dict[str, Any]) -> None:
         f"p99 {h['below_l1']['p99_ms']:.2f} ms"
     )
     for name in ("cache_off", "cache_on"):
-        w = r[name]
-        print(
-            f"{name:<19} {w['jobs']} jobs ({w['succeeded']} succeeded) in {w['elapsed_s']:.2f} s "
-            f"= {w['jobs_per_s']:.0f} jobs/s; {w['upstream_calls']} upstream calls, "
-            f"{w['hits_at_submission']} hits at submission, {w['followers']} followers"
-        )
-    print(f"speedup             {r['speedup']:.2f}x ({r['repeat']:.0%} of the requests repeat)")
+        for w in r[name]:
+            print(
+                f"{name:<19} {w['jobs']} jobs ({w['succeeded']} succeeded) in "
+                f"{w['elapsed_s']:.2f} s = {w['jobs_per_s']:.0f} jobs/s; "
+                f"{w['upstream_calls']} upstream calls ({w['calls_per_s']:.0f}/s), "
+                f"{w['hits_at_submission']} hits at submission, {w['followers']} followers"
+            )
+    print(
+        f"speedup             {r['speedup']:.2f}x (total elapsed off / on; "
+        f"{r['repeat']:.0%} of the requests repeat)"
+    )
     print("RESULT " + json.dumps(r))
 
 
@@ -237,6 +251,7 @@ def main() -> None:
     parser.add_argument("--inflight", type=int, default=64, help="calls in flight per drain")
     parser.add_argument("--workers", type=int, default=1, help="drains (worker processes)")
     parser.add_argument("--hit-samples", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=2, help="runs of each, off and on")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per run")
     parser.add_argument("--database-url", default="", help="default: SQLite in a temp dir")
     parser.add_argument("--redis", default="", metavar="REDIS_URL", help="Redis broker + cache")

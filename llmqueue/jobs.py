@@ -30,7 +30,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Exists, F, OuterRef, Q, Subquery
+from django.db.models import F, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -243,7 +243,8 @@ def _by_cache(
     flight, or a leader. Returns (follower, leader) pairs of twins among ``jobs`` themselves,
     to be linked once the leader has an id. Call inside the submitting transaction.
     """
-    hits = cache_confirm(wanted, found, now=now)
+    uses = Counter(job.cache_key for job in jobs if job.cache_key in found)
+    hits = cache_confirm(wanted, found, now=now, uses=uses)
     # Only then the leaders of the rest. Lock order on PostgreSQL: a bulk submission never
     # waits for a leader (skip locked); a single one waits only when it holds no entry row (no
     # hit), so it never holds one while waiting for a job row, as a drain's record step may.
@@ -254,7 +255,9 @@ def _by_cache(
     leaderless = {k: wanted[k] for k in rest if k not in leaders}
     if leaderless:
         # A leader that finished since the lookup left its answer in the database level.
-        hits.update(cache_confirm(leaderless, cache_lookup_db(leaderless, now=now), now=now))
+        late = cache_lookup_db(leaderless, now=now)
+        uses = Counter(job.cache_key for job in jobs if job.cache_key in late)
+        hits.update(cache_confirm(leaderless, late, now=now, uses=uses))
     firsts: dict[str, Job] = {}
     twins: list[tuple[Job, Job]] = []
     for job in jobs:
@@ -282,9 +285,10 @@ def _leaders(keys: list[str], *, single: bool) -> dict[str, int]:
     of the new follower's insert. A single submission locks the leader's row (PostgreSQL)
     and waits for it. A bulk one must not wait for many rows, which could deadlock with a
     drain's step: it locks the leaders it can (skip locked), follows the others without a
-    lock, and once committed, waits for each of those alone and settles any follower the
-    leader left behind (``_followers_recheck``). SQLite's IMMEDIATE transactions need none
-    of this: nothing else writes while a submission does.
+    lock, and once committed, waits for each running one of those alone and settles any
+    follower it left behind (``_followers_recheck``). (A queued leader that is cancelled
+    meanwhile leaves its new followers to the reaper's rescue.) SQLite's IMMEDIATE
+    transactions need none of this: nothing else writes while a submission does.
     """
     if not keys:
         return {}
@@ -310,16 +314,18 @@ def _leaders(keys: list[str], *, single: bool) -> dict[str, int]:
             found.setdefault(key, pk)
     rest = [k for k in keys if k not in found]
     if rest and connection.features.has_select_for_update_skip_locked:
-        unlocked: set[int] = set()
+        finishing: set[int] = set()
         for start in range(0, len(rest), 500):
             rows = in_flight.filter(cache_key__in=rest[start : start + 500]).values_list(
-                "pk", "cache_key"
+                "pk", "cache_key", "status"
             )
-            for pk, key in rows:
-                if found.setdefault(key, pk) == pk:
-                    unlocked.add(pk)
-        if unlocked:
-            transaction.on_commit(lambda: _followers_recheck(sorted(unlocked)), robust=True)
+            for pk, key, status in rows:
+                # A queued leader's lock is a claim's, which makes it run, not end: no need to
+                # check on it. A running one's may be its answer being recorded.
+                if found.setdefault(key, pk) == pk and status == Status.RUNNING:
+                    finishing.add(pk)
+        if finishing:
+            transaction.on_commit(lambda: _followers_recheck(sorted(finishing)), robust=True)
     return found
 
 
@@ -667,39 +673,41 @@ def jobs_record(results: Sequence[AttemptResult]) -> None:
 
 
 def _leaders_settle(answers: dict[int, Any], *, ended: list[int], now: dt.datetime) -> None:
-    """After a record step: the cacheable jobs that succeeded (``answers``: id -> body) write
-    their answers to the cache and complete their followers (queued -> succeeded, cache_hit);
-    the ``ended`` (dead) ones release theirs. One SELECT and one upsert per step, plus one
-    UPDATE per leader that has followers.
+    """After a record step: the jobs that succeeded (``answers``: id -> body) complete their
+    followers (queued -> succeeded, cache_hit) and the cacheable ones write their answers to
+    the cache; the ``ended`` (dead) ones release their followers. Three statements per step
+    at most, however many jobs: a SELECT, an UPDATE of the followers and an upsert.
     """
-    completed = 0
     if answers:
-        waiting = Job.objects.filter(follows=OuterRef("pk"), status__in=ALLOWED["follow_through"])
-        rows = (
-            Job.objects.filter(pk__in=list(answers), cache_key__isnull=False)
-            .annotate(led=Exists(waiting))
-            .values_list("pk", "cache_key", "cache_ttl", "model", "kind", "led")
+        _followers_take_answers(Job.objects.filter(follows_id__in=list(answers)), now=now)
+        rows = Job.objects.filter(pk__in=list(answers), cache_key__isnull=False).values_list(
+            "pk", "cache_key", "cache_ttl", "model", "kind"
         )
-        store = []
-        for pk, key, ttl, model, kind, led in rows:
-            answer = answers[pk]
-            if answer is None:  # a 2xx without a JSON body: nothing worth serving again
-                continue
-            store.append(StoreItem(key=key, kind=kind, model=model, response=answer, ttl_s=ttl))
-            if led:
-                completed += Job.objects.filter(
-                    follows_id=pk, status__in=ALLOWED["follow_through"]
-                ).update(
-                    status=Status.SUCCEEDED,
-                    result=answer,
-                    cache_hit=True,
-                    error="",
-                    started_at=now,
-                    finished_at=now,
-                )
-        cache_store_many(store, now=now)
+        cache_store_many(
+            [
+                StoreItem(key=key, kind=kind, model=model, response=answers[pk], ttl_s=ttl)
+                for pk, key, ttl, model, kind in rows
+                if answers[pk] is not None  # a 2xx without a JSON body: nothing to serve again
+            ],
+            now=now,
+        )
     _followers_release(ended, now=now)
-    metrics.jobs_finished(Status.SUCCEEDED, completed)
+
+
+def _followers_take_answers(followers: QuerySet[Job], *, now: dt.datetime) -> int:
+    """queued followers -> succeeded with their leader's answer, in one UPDATE (the answer is
+    read from the leader's row, written earlier in the same transaction)."""
+    answer = Job.objects.filter(pk=OuterRef("follows_id")).values("result")[:1]
+    n = followers.filter(status__in=ALLOWED["follow_through"]).update(
+        status=Status.SUCCEEDED,
+        result=Subquery(answer),
+        cache_hit=True,
+        error="",
+        started_at=now,
+        finished_at=now,
+    )
+    metrics.jobs_finished(Status.SUCCEEDED, n)
+    return n
 
 
 def _followers_rescue(*, now: dt.datetime, leaders: list[int] | None = None) -> int:
@@ -712,16 +720,7 @@ def _followers_rescue(*, now: dt.datetime, leaders: list[int] | None = None) -> 
     stray = Job.objects.filter(status__in=ALLOWED["follow_through"], follows__isnull=False)
     if leaders is not None:
         stray = stray.filter(follows_id__in=leaders)
-    answer = Job.objects.filter(pk=OuterRef("follows_id")).values("result")[:1]
-    completed = stray.filter(follows__status=Status.SUCCEEDED).update(
-        status=Status.SUCCEEDED,
-        result=Subquery(answer),
-        cache_hit=True,
-        error="",
-        started_at=now,
-        finished_at=now,
-    )
-    metrics.jobs_finished(Status.SUCCEEDED, completed)
+    completed = _followers_take_answers(stray.filter(follows__status=Status.SUCCEEDED), now=now)
     released = stray.filter(follows__status__in=(Status.DEAD, Status.CANCELLED)).update(
         follows=None, available_at=now
     )

@@ -7,9 +7,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import threading
 
 import pytest
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -341,6 +342,7 @@ def test_bulk_twins_follow_one_leader(api, user, echo_endpoint):
     assert Job.objects.filter(cache_hit=True).count() == 5
     _, later = jobs_submit_many(owner=user, specs=[spec("b"), spec("b"), spec("new")])
     assert [j.status for j in later] == [Status.SUCCEEDED, Status.SUCCEEDED, Status.QUEUED]
+    assert CacheEntry.objects.get(key=later[0].cache_key).hits == 2  # one per job served
     assert later[0].result == fresh(jobs[0]).result
 
 
@@ -557,3 +559,48 @@ def test_redis_serves_a_copy_to_a_process_without_one(
     with django_capture_on_commit_callbacks(execute=True):
         assert job_submit(owner=user, spec=spec("r"))[0].cache_hit
     assert value(cache_metrics.HITS.labels("redis")) == before + 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_bulk_twin_of_a_leader_finishing_meanwhile_is_not_left_behind(user, echo_endpoint):
+    """PostgreSQL: the leader's answer is being recorded (its row locked, not yet committed)
+    while a bulk submission adds a twin. The twin follows it unlocked, and once committed
+    waits for the leader and takes its answer. (On SQLite the two simply take turns.)"""
+    leader, _ = job_submit(owner=user, spec=spec("race"))
+    with transaction.atomic():
+        (claim,) = jobs_claim(limit=1)
+    recording, go = threading.Event(), threading.Event()
+
+    def finish() -> None:
+        try:
+            with transaction.atomic():
+                jobs_record(
+                    [
+                        AttemptResult(
+                            claim=claim,
+                            started_at=timezone.now(),
+                            duration_ms=1.0,
+                            outcome=Outcome.SUCCESS,
+                            http_status=200,
+                            body={"answer": "raced"},
+                        )
+                    ]
+                )
+                recording.set()
+                go.wait(10)
+        finally:
+            connections.close_all()
+
+    worker = threading.Thread(target=finish)
+    worker.start()
+    assert recording.wait(10)
+    if connections["default"].vendor == "postgresql":
+        threading.Timer(0.5, go.set).start()  # the leader commits while the twin is settled
+    else:
+        go.set()  # SQLite: the record step commits first (writers take turns); the twin hits
+        worker.join(15)
+    _, (twin,) = jobs_submit_many(owner=user, specs=[spec("race")])
+    worker.join(15)
+    twin = fresh(twin)
+    assert twin.status == Status.SUCCEEDED and twin.cache_hit
+    assert twin.result == {"answer": "raced"} and fresh(leader).status == Status.SUCCEEDED

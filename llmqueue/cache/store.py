@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -113,38 +114,59 @@ def _missed(n: int) -> None:
         metrics.MISSES.inc(n)
 
 
-def _touch(answer: CachedAnswer, now: dt.datetime) -> bool:
-    return bool(
-        CacheEntry.objects.filter(
-            key=answer.key, created_at=answer.created_at, expires_at__gt=now
-        ).update(hits=F("hits") + 1, last_hit_at=now, used_at=now)
+def _touch(
+    answers: Iterable[CachedAnswer], uses: Mapping[str, int], now: dt.datetime
+) -> list[CachedAnswer]:
+    """The answers whose entry is still the one they copy (same ``created_at``, not expired),
+    counted as used ``uses[key]`` times. One UPDATE for one answer; for many, the entry rows
+    are locked in key order first (the order a drain's upsert takes them in: no deadlock on
+    PostgreSQL), then updated by how many times each is used."""
+    answers = sorted(answers, key=lambda a: a.key)
+    if len(answers) == 1:
+        (a,) = answers
+        n = CacheEntry.objects.filter(key=a.key, created_at=a.created_at, expires_at__gt=now)
+        touched = n.update(hits=F("hits") + uses.get(a.key, 1), last_hit_at=now, used_at=now)
+        return answers if touched else []
+    live = dict(
+        CacheEntry.objects.select_for_update()
+        .filter(key__in=[a.key for a in answers], expires_at__gt=now)
+        .order_by("key")
+        .values_list("key", "created_at")
     )
+    valid = [a for a in answers if live.get(a.key) == a.created_at]
+    by_uses: dict[int, list[str]] = defaultdict(list)
+    for a in valid:
+        by_uses[uses.get(a.key, 1)].append(a.key)
+    for n, keys in by_uses.items():
+        for start in range(0, len(keys), CHUNK):
+            CacheEntry.objects.filter(key__in=keys[start : start + CHUNK]).update(
+                hits=F("hits") + n, last_hit_at=now, used_at=now
+            )
+    return valid
 
 
 def cache_confirm(
-    wanted: Mapping[str, int | None], found: Mapping[str, CachedAnswer], *, now: dt.datetime
+    wanted: Mapping[str, int | None],
+    found: Mapping[str, CachedAnswer],
+    *,
+    now: dt.datetime,
+    uses: Mapping[str, int] | None = None,
 ) -> dict[str, CachedAnswer]:
-    """The answers of ``found`` that the database level confirms; counts each as a hit.
+    """The answers of ``found`` that the database level confirms, counted as hits (``uses``:
+    how many jobs each serves, 1 by default).
 
     Call inside the transaction that creates the jobs they answer: the hit counts and the
     copies to the faster levels happen only if it commits. A stale copy from L1 or Redis (its
     entry was replaced or purged) is dropped, and the database is asked once more.
     """
-    confirmed: dict[str, CachedAnswer] = {}
-    stale: list[str] = []
-    # Sorted: every transaction locks entry rows in the same order (no deadlocks on PostgreSQL).
-    for key in sorted(found):
-        answer = found[key]
-        if _touch(answer, now):
-            confirmed[key] = answer
-        elif answer.level != "db":
-            stale.append(key)
+    uses = uses or {}
+    confirmed = {a.key: a for a in _touch(found.values(), uses, now)}
+    stale = [k for k, a in found.items() if k not in confirmed and a.level != "db"]
     if stale:
         local_drop(stale)
         shared_drop(stale)
-        for key, answer in sorted(cache_lookup_db({k: wanted[k] for k in stale}, now=now).items()):
-            if _touch(answer, now):
-                confirmed[key] = answer
+        again = cache_lookup_db({k: wanted[k] for k in stale}, now=now)
+        confirmed.update((a.key, a) for a in _touch(again.values(), uses, now))
     _missed(len(found) - len(confirmed))
     if confirmed:
         transaction.on_commit(lambda: _hits_served(list(confirmed.values()), now), robust=True)
