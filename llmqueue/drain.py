@@ -149,7 +149,9 @@ class Drainer:
     def __init__(self, *, slot: DrainSlot) -> None:
         self.slot = slot
         self.concurrency = max(1, int(conf.DRAIN_CONCURRENCY))
-        self.reserve_size = self.concurrency
+        # Enough to feed the calls while a step runs; more would hold jobs out of fair turns
+        # and priority order for longer.
+        self.reserve_size = max(1, self.concurrency // 2)
         self.reserve: collections.deque[Claim] = collections.deque()
         self.inflight: dict[asyncio.Task[AttemptResult], Claim] = {}
         self.finished: list[AttemptResult] = []

@@ -799,7 +799,7 @@ def queue_has_due() -> bool:
 def queue_next_due() -> dt.datetime | None:
     """When the earliest queued job becomes claimable (None: the queue is empty)."""
     return (
-        Job.objects.filter(status=Status.QUEUED)
+        Job.objects.filter(status=Status.QUEUED, follows__isnull=True)
         .order_by("available_at")
         .values_list("available_at", flat=True)
         .first()
