@@ -1,4 +1,4 @@
-"""The Django admin: endpoints, jobs, and dead letters with one-click retry. Thin over jobs.py."""
+"""The Django admin: endpoints, jobs and dead letters (one-click retry). Thin over llmqueue.jobs."""
 
 from __future__ import annotations
 

@@ -318,7 +318,7 @@ def test_a_leader_finishing_between_lookup_and_insert_is_still_a_hit(
 ):
     leader, _ = job_submit(owner=user, spec=spec())
     # The lookup (before the transaction) saw nothing; the leader then finished.
-    monkeypatch.setattr("llmqueue.jobs.cache_lookup_many", lambda wanted, now: {})
+    monkeypatch.setattr("llmqueue.jobs.submit.cache_lookup_many", lambda wanted, now: {})
     run_due()
     late, _ = job_submit(owner=user, spec=spec())
     assert late.cache_hit and late.result == fresh(leader).result

@@ -1,0 +1,60 @@
+"""The job state machine: the only code that writes ``Job.status``.
+
+    submit ──> queued ──claim──> running ──complete──> succeeded
+                 ^  │               │
+                 │  cancel          ├──retry_later──> queued   (backoff, Retry-After)
+                 │  │               ├──release──────> queued   (its worker is shutting down)
+                 │  v               ├──dead_letter──> dead     (refused, or attempts spent)
+                 │ cancelled        └──reap─────────> queued | dead   (lease expired: worker died)
+                 └───────retry─────── dead | cancelled
+    submit ──(cached answer)──> succeeded                    (cache_hit; llmqueue.cache)
+    queued follower ──its leader succeeded──> succeeded      (cache_hit: single-flight)
+
+A cacheable job whose twin (same cache key) is queued or running *follows* it: never claimed,
+it finishes with its leader's answer in the leader's own transition, or is released
+(``follows`` cleared) to run on its own when the leader ends any other way.
+
+Every transition is a compare-and-set: an UPDATE guarded by the states it may start from
+(and, for a running job, by the claim's lease token, so that a worker that lost its lease can
+never overwrite the job's new life). A transition that matched no row raises TransitionError,
+except in the drain's batch writes, where a lost fence is expected and simply skipped.
+
+The package: ``submit`` (new jobs), ``owner`` (cancel, retry), ``claims`` (the drain's
+transitions), ``singleflight`` (followers of an identical job in flight) and ``states`` (what
+they share). Import from here.
+"""
+
+from llmqueue.jobs.claims import (
+    AttemptResult,
+    Claim,
+    jobs_claim,
+    jobs_reap,
+    jobs_record,
+    jobs_release,
+    jobs_renew,
+    queue_has_due,
+    queue_next_due,
+)
+from llmqueue.jobs.owner import job_cancel, job_retry, jobs_retry
+from llmqueue.jobs.states import ALLOWED
+from llmqueue.jobs.submit import JobSpec, job_submit, jobs_submit_many, served_models
+
+__all__ = [
+    "ALLOWED",
+    "AttemptResult",
+    "Claim",
+    "JobSpec",
+    "job_cancel",
+    "job_retry",
+    "job_submit",
+    "jobs_claim",
+    "jobs_reap",
+    "jobs_record",
+    "jobs_release",
+    "jobs_renew",
+    "jobs_retry",
+    "jobs_submit_many",
+    "queue_has_due",
+    "queue_next_due",
+    "served_models",
+]

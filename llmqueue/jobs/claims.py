@@ -1,0 +1,330 @@
+"""The drain's transitions: claim, renew, record, release, reap."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import secrets
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import F, Q
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from llmqueue import metrics
+from llmqueue.backoff import backoff_delay
+from llmqueue.breaker import CallOutcome
+from llmqueue.conf import conf
+from llmqueue.dispatch import Seat, Target, dispatch_pools
+from llmqueue.jobs.singleflight import followers_release, followers_rescue, leaders_settle
+from llmqueue.jobs.states import ALLOWED, RELEASE_LEASE
+from llmqueue.models import Endpoint, Job, JobAttempt, Outcome, Status
+from llmqueue.ratelimit import (
+    dispatch_ledger,
+    endpoint_charges,
+    tokens_used,
+    user_charges,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    job_id: int
+    token: str
+    kind: str
+    payload: dict[str, Any]
+    attempt: int
+    max_attempts: int
+    target: Target
+    owner_id: int = 0
+    #: the LLM tokens charged to rate limits before the call (reconciled after it)
+    tokens_estimate: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class AttemptResult:
+    """The outcome of one upstream call, as ``llmqueue.upstream`` classified it."""
+
+    claim: Claim
+    started_at: dt.datetime
+    duration_ms: float
+    outcome: Outcome
+    http_status: int | None = None
+    body: Any = None
+    error: str = ""
+    retry_after: float | None = None
+    #: what the call says about the endpoint (its breaker's input); None: nothing
+    health: CallOutcome | None = None
+    #: False when the job is not at fault and the endpoint will be held back instead: the
+    #: request never reached it (connection refused; its breaker stops the calls), or it
+    #: said 429 (it is paused): the job's attempt is given back
+    spent: bool = True
+    #: pause the endpoint this long (a 429's Retry-After, or rate-limit headers at zero)
+    pause_s: float | None = None
+
+
+def jobs_claim(*, limit: int, lease_s: float | None = None) -> list[Claim]:
+    """queued -> running for up to ``limit`` due jobs: highest priority first, then owners in
+    turn (``llmqueue.fairness``), then oldest.
+
+    Only jobs that can go now are claimed: an endpoint can take them (``llmqueue.dispatch``:
+    enabled, healthy, not paused, breaker allowing, under max_concurrency across the fleet)
+    and they can pay their rate limits (``llmqueue.ratelimit``). So a job never waits in a
+    drain's hands while a later, more urgent one waits in the queue, and a job that cannot go
+    waits in the queue without spending an attempt. Call inside ``transaction.atomic()``.
+    """
+    if limit <= 0:
+        return []
+    now = timezone.now()
+    lease_s = conf.LEASE_S if lease_s is None else lease_s
+    pools = dispatch_pools(now=now)
+    candidates: list[tuple[int, int, int, str, int, int, int | None]] = []
+    for model, room in pools.room().items():
+        qs = Job.objects.filter(
+            status=Status.QUEUED, model=model, available_at__lte=now, follows__isnull=True
+        ).order_by("-priority", "fair_seq", "id")
+        if connection.features.has_select_for_update_skip_locked:
+            qs = qs.select_for_update(skip_locked=True, of=("self",))
+        # Twice what fits: some may be held back by their owner's limits.
+        fields = ("pk", "priority", "fair_seq", "owner_id", "tokens_estimate", "pinned_endpoint_id")
+        candidates.extend(
+            (-p, seq, pk, model, owner, tokens, pin)
+            for pk, p, seq, owner, tokens, pin in qs.values_list(*fields)[: 2 * min(room, limit)]
+        )
+    if not candidates:
+        return []
+    candidates.sort()
+    ledger = dispatch_ledger(
+        endpoints=pools.endpoints(), owner_ids={c[4] for c in candidates}, now=now.timestamp()
+    )
+    chosen: dict[int, list[int]] = defaultdict(list)
+    targets: dict[int, Target] = {}
+    order: list[int] = []
+    held: Counter[str] = Counter()  # jobs held back by a rate limit, by the bucket's scope
+    for _, _, pk, model, owner, tokens, pin in candidates:
+        if len(order) == limit:
+            break
+        charges = user_charges(ledger, owner, tokens)
+        if scope := ledger.blocked_by(charges):
+            held[scope] += 1
+            continue
+        blocked: list[str] = []
+
+        def admit(s: Seat) -> bool:
+            scope = ledger.blocked_by(charges + endpoint_charges(ledger, s.id, tokens))  # noqa: B023
+            if scope:
+                blocked.append(scope)  # noqa: B023
+            return scope is None
+
+        seat = pools.assign(model, only=pin, admit=admit)
+        if seat is None:
+            if blocked:
+                held[blocked[0]] += 1
+            continue
+        ledger.pay(charges + endpoint_charges(ledger, seat.id, tokens))
+        order.append(pk)
+        chosen[seat.id].append(pk)
+        targets[seat.id] = seat.target
+    for scope, n in held.items():
+        metrics.rate_limit_wait(scope=scope, n=n)
+    if not order:
+        return []
+    ledger.save()
+    token = secrets.token_hex(16)
+    expires = now + dt.timedelta(seconds=lease_s)
+    for endpoint_id, ids in chosen.items():
+        Job.objects.filter(pk__in=ids, status__in=ALLOWED["claim"]).update(
+            status=Status.RUNNING,
+            endpoint_id=endpoint_id,
+            lease_token=token,
+            lease_expires_at=expires,
+            attempts=F("attempts") + 1,
+            started_at=Coalesce(F("started_at"), now),
+        )
+    rows = Job.objects.filter(lease_token=token, status=Status.RUNNING).values_list(
+        "pk",
+        "kind",
+        "payload",
+        "attempts",
+        "max_attempts",
+        "endpoint_id",
+        "owner_id",
+        "tokens_estimate",
+    )
+    claims = {
+        pk: Claim(pk, token, kind, payload, attempts, max_attempts, targets[ep], owner, tokens)
+        for pk, kind, payload, attempts, max_attempts, ep, owner, tokens in rows
+    }
+    return [claims[pk] for pk in order if pk in claims]  # in the order they were chosen
+
+
+def jobs_renew(*, tokens: Iterable[str], lease_s: float | None = None) -> int:
+    """Extend the leases of the claims a live drain still holds."""
+    tokens = list(set(tokens))
+    if not tokens:
+        return 0
+    expires = timezone.now() + dt.timedelta(seconds=conf.LEASE_S if lease_s is None else lease_s)
+    return Job.objects.filter(status=Status.RUNNING, lease_token__in=tokens).update(
+        lease_expires_at=expires
+    )
+
+
+def _retry_delay(attempt: int, r: AttemptResult) -> float:
+    return backoff_delay(
+        attempt=attempt,
+        base=conf.BACKOFF_BASE_S,
+        cap=conf.BACKOFF_CAP_S,
+        retry_after=r.retry_after,
+        retry_after_cap=conf.RETRY_AFTER_CAP_S,
+    )
+
+
+def jobs_record(results: Sequence[AttemptResult]) -> None:
+    """Write calls' outcomes: an attempt row each, and the job's next state.
+
+    running -> succeeded | queued (retry later) | dead. Each update is fenced by the claim's
+    lease token: a result from a drain that lost its lease changes nothing but the attempt log.
+    Call inside ``transaction.atomic()``.
+    """
+    if not results:
+        return
+    now = timezone.now()
+    JobAttempt.objects.bulk_create(
+        JobAttempt(
+            job_id=r.claim.job_id,
+            number=r.claim.attempt,
+            endpoint_id=r.claim.target.id,
+            endpoint_name=r.claim.target.name,
+            started_at=r.started_at,
+            duration_ms=r.duration_ms,
+            http_status=r.http_status,
+            outcome=r.outcome,
+            error=r.error[:4000],
+        )
+        for r in results
+    )
+    finished: dict[int, str] = {}  # the jobs whose terminal transition won its fence
+    for r in results:
+        c = r.claim
+        fence = Job.objects.filter(pk=c.job_id, status=Status.RUNNING, lease_token=c.token)
+        if r.outcome == Outcome.SUCCESS:
+            if fence.update(
+                status=Status.SUCCEEDED,
+                result=r.body,
+                error="",
+                finished_at=now,
+                tokens_used=tokens_used(r.body),
+                **RELEASE_LEASE,
+            ):
+                finished[c.job_id] = Status.SUCCEEDED
+        elif r.outcome == Outcome.RETRY and not r.spent:
+            fence.update(
+                status=Status.QUEUED,
+                error=r.error,
+                attempts=F("attempts") - 1,
+                available_at=now + dt.timedelta(seconds=_retry_delay(c.attempt, r)),
+                **RELEASE_LEASE,
+            )
+        elif r.outcome == Outcome.RETRY and c.attempt < c.max_attempts:
+            fence.update(
+                status=Status.QUEUED,
+                error=r.error,
+                available_at=now + dt.timedelta(seconds=_retry_delay(c.attempt, r)),
+                **RELEASE_LEASE,
+            )
+        else:
+            error = r.error
+            if r.outcome == Outcome.RETRY:
+                error = f"gave up after {c.attempt} attempts; last error: {r.error}"
+            if fence.update(status=Status.DEAD, error=error, finished_at=now, **RELEASE_LEASE):
+                finished[c.job_id] = Status.DEAD
+    leaders_settle(
+        {r.claim.job_id: r.body for r in results if finished.get(r.claim.job_id) == "succeeded"},
+        ended=[pk for pk, status in finished.items() if status == Status.DEAD],
+        now=now,
+    )
+    metrics.attempts_recorded(results, finished=finished)
+
+
+def jobs_release(*, claims: Iterable[Claim]) -> int:
+    """running -> queued at once, the attempt given back: for calls a stopping drain cut off.
+
+    The upstream may have seen the call; the answer was never read, so the job runs again.
+    """
+    n = 0
+    now = timezone.now()
+    with transaction.atomic():
+        for c in claims:
+            n += Job.objects.filter(
+                pk=c.job_id, status__in=ALLOWED["release"], lease_token=c.token
+            ).update(
+                status=Status.QUEUED, attempts=F("attempts") - 1, available_at=now, **RELEASE_LEASE
+            )
+    return n
+
+
+def jobs_reap(*, limit: int = 500) -> int:
+    """running jobs whose lease expired (their worker died or stalled) -> queued, or dead if
+    that was their last attempt. The lost call is logged as an attempt. Returns how many."""
+    now = timezone.now()
+    expired = Q(status__in=ALLOWED["reap"], lease_expires_at__lt=now)
+    with transaction.atomic():
+        followers_rescue(now=now)
+        rows = list(
+            Job.objects.filter(expired).values_list(
+                "pk", "attempts", "max_attempts", "endpoint_id", "started_at", "lease_token"
+            )[:limit]
+        )
+        if not rows:
+            return 0
+        names = dict(Endpoint.objects.values_list("id", "name"))
+        JobAttempt.objects.bulk_create(
+            JobAttempt(
+                job_id=pk,
+                number=attempts,
+                endpoint_id=endpoint_id,
+                endpoint_name=names.get(endpoint_id, ""),
+                started_at=started_at or now,
+                outcome=Outcome.LOST,
+                error="lease expired: the worker died or stalled mid-call",
+            )
+            for pk, attempts, _, endpoint_id, started_at, _ in rows
+        )
+        metrics.attempts_lost(names.get(row[3], "") for row in rows)
+        n = 0
+        ended: list[int] = []
+        for pk, attempts, max_attempts, _, _, token in rows:
+            fence = Job.objects.filter(expired, pk=pk, lease_token=token)
+            if attempts < max_attempts:
+                n += fence.update(status=Status.QUEUED, available_at=now, **RELEASE_LEASE)
+            elif fence.update(
+                status=Status.DEAD,
+                error=f"gave up after {attempts} attempts; the last one's worker died",
+                finished_at=now,
+                **RELEASE_LEASE,
+            ):
+                ended.append(pk)
+        followers_release(ended, now=now)
+        dead = len(ended)
+        metrics.jobs_finished(Status.DEAD, dead)
+    return n + dead
+
+
+def queue_has_due() -> bool:
+    """Whether any queued job is due now (a cheap read, for idle polls)."""
+    return Job.objects.filter(
+        status=Status.QUEUED, available_at__lte=timezone.now(), follows__isnull=True
+    ).exists()
+
+
+def queue_next_due() -> dt.datetime | None:
+    """When the earliest queued job becomes claimable (None: the queue is empty)."""
+    return (
+        Job.objects.filter(status=Status.QUEUED, follows__isnull=True)
+        .order_by("available_at")
+        .values_list("available_at", flat=True)
+        .first()
+    )

@@ -1,0 +1,74 @@
+"""The owner's and the operator's transitions: cancel and retry."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.db import transaction
+from django.utils import timezone
+
+from llmqueue import metrics
+from llmqueue.jobs.singleflight import followers_release
+from llmqueue.jobs.states import ALLOWED, RELEASE_LEASE, guarded_transition, wake_on_commit
+from llmqueue.models import Endpoint, Job, Status
+
+
+def job_cancel(*, job_id: int) -> None:
+    """queued -> cancelled. Raises TransitionError from any other state.
+
+    The job's single-flight followers, if it led any, are released to run on their own.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        guarded_transition(job_id, "cancel", status=Status.CANCELLED, finished_at=now)
+        if followers_release([job_id], now=now):
+            wake_on_commit()
+    metrics.jobs_finished(Status.CANCELLED)
+
+
+def job_retry(*, job_id: int) -> None:
+    """dead | cancelled -> queued, with its attempts reset. Raises TransitionError otherwise."""
+    now = timezone.now()
+    with transaction.atomic():
+        guarded_transition(
+            job_id,
+            "retry",
+            status=Status.QUEUED,
+            attempts=0,
+            error="",
+            result=None,
+            available_at=now,
+            finished_at=None,
+            pinned_endpoint=None,
+            follows=None,  # a retried follower runs on its own
+            **RELEASE_LEASE,
+        )
+        wake_on_commit()
+
+
+def jobs_retry(*, job_ids: Iterable[int], endpoint_id: int | None = None) -> int:
+    """job_retry for many; returns how many were requeued (the others were not dead/cancelled).
+
+    With ``endpoint_id`` the jobs are pinned to that endpoint (the claim gives them to it and
+    no other), and only those whose model it serves are requeued. Without, any pin is cleared.
+    """
+    now = timezone.now()
+    requeue = Job.objects.filter(pk__in=list(job_ids), status__in=ALLOWED["retry"])
+    if endpoint_id is not None:
+        served = Endpoint.objects.filter(pk=endpoint_id).values_list("served_models", flat=True)
+        requeue = requeue.filter(model__in=served.first() or [])
+    with transaction.atomic():
+        n = requeue.update(
+            status=Status.QUEUED,
+            attempts=0,
+            error="",
+            result=None,
+            available_at=now,
+            finished_at=None,
+            pinned_endpoint_id=endpoint_id,
+            follows=None,
+            **RELEASE_LEASE,
+        )
+        if n:
+            wake_on_commit()
+    return n

@@ -1,0 +1,225 @@
+"""Single-flight: identical cacheable jobs follow one leader instead of calling upstream again.
+
+A follower is never claimed. It finishes with its leader's answer in the leader's own
+transition, or is released (``follows`` cleared) to run on its own when the leader ends any
+other way; the reaper's rescue pass is the net under both.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import OuterRef, QuerySet, Subquery
+from django.utils import timezone
+
+from llmqueue import metrics
+from llmqueue.cache import (
+    CachedAnswer,
+    StoreItem,
+    cache_confirm,
+    cache_lookup_db,
+    cache_store_many,
+)
+from llmqueue.jobs.states import ALLOWED
+from llmqueue.models import Job, Status
+
+
+def cache_wanted(jobs: Iterable[Job]) -> dict[str, int | None]:
+    """{cache key: the max age its jobs accept} (the strictest, when twins differ)."""
+    wanted: dict[str, int | None] = {}
+    for job in jobs:
+        if job.cache_key is None:
+            continue
+        if job.cache_key not in wanted:
+            wanted[job.cache_key] = job.cache_ttl
+        elif job.cache_ttl is not None:
+            prior = wanted[job.cache_key]
+            wanted[job.cache_key] = job.cache_ttl if prior is None else min(prior, job.cache_ttl)
+    return wanted
+
+
+def by_cache(
+    jobs: list[Job],
+    wanted: dict[str, int | None],
+    found: dict[str, CachedAnswer],
+    *,
+    now: dt.datetime,
+    single: bool,
+) -> list[tuple[Job, Job]]:
+    """Settle unsaved cacheable jobs: a hit (submit -> succeeded), a follower of the leader in
+    flight, or a leader. Returns (follower, leader) pairs of twins among ``jobs`` themselves,
+    to be linked once the leader has an id. Call inside the submitting transaction.
+    """
+    uses = Counter(job.cache_key for job in jobs if job.cache_key in found)
+    hits = cache_confirm(wanted, found, now=now, uses=uses)
+    # Only then the leaders of the rest. Lock order on PostgreSQL: a bulk submission never
+    # waits for a leader (skip locked); a single one waits only when it holds no entry row (no
+    # hit), so it never holds one while waiting for a job row, as a drain's record step may.
+    rest = sorted(set(wanted) - set(hits))
+    if single and rest:
+        _twins_take_turns(rest[0])
+    leaders = _leaders(rest, single=single)
+    leaderless = {k: wanted[k] for k in rest if k not in leaders}
+    if leaderless:
+        # A leader that finished since the lookup left its answer in the database level.
+        late = cache_lookup_db(leaderless, now=now)
+        uses = Counter(job.cache_key for job in jobs if job.cache_key in late)
+        hits.update(cache_confirm(leaderless, late, now=now, uses=uses))
+    firsts: dict[str, Job] = {}
+    twins: list[tuple[Job, Job]] = []
+    for job in jobs:
+        key = job.cache_key
+        if key is None:
+            continue
+        if key in hits:
+            job.status = Status.SUCCEEDED  # the "cached answer" transition: an insert
+            job.cache_hit = True
+            job.result = hits[key].response
+            job.started_at = job.finished_at = now
+        elif key in leaders:
+            job.follows_id = leaders[key]
+        elif key in firsts:
+            twins.append((job, firsts[key]))
+        else:
+            firsts[key] = job
+    return twins
+
+
+def _leaders(keys: list[str], *, single: bool) -> dict[str, int]:
+    """The job each key's twins follow: its oldest queued or running job that follows no one.
+
+    The leader must not finish (and settle its followers) between this read and the commit
+    of the new follower's insert. A single submission locks the leader's row (PostgreSQL)
+    and waits for it. A bulk one must not wait for many rows, which could deadlock with a
+    drain's step: it locks the leaders it can (skip locked), follows the others without a
+    lock, and once committed, waits for each running one of those alone and settles any
+    follower it left behind (``_followers_recheck``). (A queued leader that is cancelled
+    meanwhile leaves its new followers to the reaper's rescue.) SQLite's IMMEDIATE
+    transactions need none of this: nothing else writes while a submission does.
+    """
+    if not keys:
+        return {}
+    in_flight = Job.objects.filter(
+        status__in=(Status.QUEUED, Status.RUNNING), follows__isnull=True
+    ).order_by("id")
+    if single:
+        first = (
+            in_flight.filter(cache_key=keys[0])
+            .select_for_update(of=("self",))
+            .values_list("pk", flat=True)
+            .first()
+        )
+        return {keys[0]: first} if first is not None else {}
+    found: dict[str, int] = {}
+    for start in range(0, len(keys), 500):
+        rows = (
+            in_flight.filter(cache_key__in=keys[start : start + 500])
+            .select_for_update(skip_locked=True, of=("self",))
+            .values_list("pk", "cache_key")
+        )
+        for pk, key in rows:
+            found.setdefault(key, pk)
+    rest = [k for k in keys if k not in found]
+    if rest and connection.features.has_select_for_update_skip_locked:
+        finishing: set[int] = set()
+        for start in range(0, len(rest), 500):
+            rows = in_flight.filter(cache_key__in=rest[start : start + 500]).values_list(
+                "pk", "cache_key", "status"
+            )
+            for pk, key, status in rows:
+                # A queued leader's lock is a claim's, which makes it run, not end: no need to
+                # check on it. A running one's may be its answer being recorded.
+                if found.setdefault(key, pk) == pk and status == Status.RUNNING:
+                    finishing.add(pk)
+        if finishing:
+            transaction.on_commit(lambda: _followers_recheck(sorted(finishing)), robust=True)
+    return found
+
+
+def _followers_recheck(leader_ids: list[int]) -> None:
+    """After a commit that added followers to leaders it could not lock: wait for each leader's
+    lock in turn (one row per transaction: nothing to deadlock on), then settle the followers
+    it left behind, had it finished meanwhile without seeing them."""
+    for leader_id in leader_ids:
+        with transaction.atomic():
+            Job.objects.select_for_update().filter(pk=leader_id).values_list("pk").first()
+            followers_rescue(now=timezone.now(), leaders=[leader_id])
+
+
+def _twins_take_turns(key: str) -> None:
+    """PostgreSQL: identical single submissions take turns, under a transaction-scoped advisory
+    lock on their key, so that two of them never both find no leader and both lead. (SQLite's
+    IMMEDIATE transactions already take turns. Bulk submissions do not lock keys: a race of
+    two of them, rare, costs at worst one more upstream call.)"""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            # 64 bits of the key's sha256, as the signed bigint the lock takes
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [int(key[-16:], 16) - (1 << 63)])
+
+
+def followers_release(leader_ids: list[int], *, now: dt.datetime) -> int:
+    """The queued followers of leaders that ended without an answer: each runs on its own."""
+    if not leader_ids:
+        return 0
+    return Job.objects.filter(
+        follows_id__in=leader_ids, status__in=ALLOWED["follow_through"]
+    ).update(follows=None, available_at=now)
+
+
+def leaders_settle(answers: dict[int, Any], *, ended: list[int], now: dt.datetime) -> None:
+    """After a record step: the jobs that succeeded (``answers``: id -> body) complete their
+    followers (queued -> succeeded, cache_hit) and the cacheable ones write their answers to
+    the cache; the ``ended`` (dead) ones release their followers. Three statements per step
+    at most, however many jobs: a SELECT, an UPDATE of the followers and an upsert.
+    """
+    if answers:
+        _followers_take_answers(Job.objects.filter(follows_id__in=list(answers)), now=now)
+        rows = Job.objects.filter(pk__in=list(answers), cache_key__isnull=False).values_list(
+            "pk", "cache_key", "cache_ttl", "model", "kind"
+        )
+        cache_store_many(
+            [
+                StoreItem(key=key, kind=kind, model=model, response=answers[pk], ttl_s=ttl)
+                for pk, key, ttl, model, kind in rows
+                if answers[pk] is not None  # a 2xx without a JSON body: nothing to serve again
+            ],
+            now=now,
+        )
+    followers_release(ended, now=now)
+
+
+def _followers_take_answers(followers: QuerySet[Job], *, now: dt.datetime) -> int:
+    """queued followers -> succeeded with their leader's answer, in one UPDATE (the answer is
+    read from the leader's row, written earlier in the same transaction)."""
+    answer = Job.objects.filter(pk=OuterRef("follows_id")).values("result")[:1]
+    n = followers.filter(status__in=ALLOWED["follow_through"]).update(
+        status=Status.SUCCEEDED,
+        result=Subquery(answer),
+        cache_hit=True,
+        error="",
+        started_at=now,
+        finished_at=now,
+    )
+    metrics.jobs_finished(Status.SUCCEEDED, n)
+    return n
+
+
+def followers_rescue(*, now: dt.datetime, leaders: list[int] | None = None) -> int:
+    """The net under single-flight: followers whose leader ended without settling them take
+    its answer or are released. Only a bulk submission racing the leader's end leaves one so
+    (and settles it itself, ``_followers_recheck``; a deleted leader clears ``follows`` by
+    itself); the reaper runs this too, so that none waits forever whatever happens.
+    Cheap: the partial index job_followers holds only followers.
+    """
+    stray = Job.objects.filter(status__in=ALLOWED["follow_through"], follows__isnull=False)
+    if leaders is not None:
+        stray = stray.filter(follows_id__in=leaders)
+    completed = _followers_take_answers(stray.filter(follows__status=Status.SUCCEEDED), now=now)
+    released = stray.filter(follows__status__in=(Status.DEAD, Status.CANCELLED)).update(
+        follows=None, available_at=now
+    )
+    return completed + released

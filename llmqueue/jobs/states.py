@@ -1,0 +1,46 @@
+"""What every transition shares: the states each may start from, and the guarded update."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Q
+
+from llmqueue.errors import TransitionError
+from llmqueue.models import Job, Status
+
+#: which states each transition may start from (the state machine is drawn in the package's
+#: docstring)
+ALLOWED: dict[str, tuple[Status, ...]] = {
+    "claim": (Status.QUEUED,),
+    "complete": (Status.RUNNING,),
+    "retry_later": (Status.RUNNING,),
+    "dead_letter": (Status.RUNNING,),
+    "reap": (Status.RUNNING,),
+    "release": (Status.RUNNING,),
+    "cancel": (Status.QUEUED,),
+    "retry": (Status.DEAD, Status.CANCELLED),
+    #: a single-flight follower takes its leader's answer (or is released to run alone)
+    "follow_through": (Status.QUEUED,),
+}
+
+RELEASE_LEASE = {"lease_token": None, "lease_expires_at": None}
+
+
+def guarded_transition(job_id: int, action: str, extra: Q | None = None, **values: Any) -> None:
+    """Apply ``values`` to one job if it is in a state ``action`` may start from (and matches
+    ``extra``); raise TransitionError, naming the state it is in, if not."""
+    guard = Q(pk=job_id, status__in=ALLOWED[action])
+    if extra is not None:
+        guard &= extra
+    if Job.objects.filter(guard).update(**values) != 1:
+        status = Job.objects.filter(pk=job_id).values_list("status", flat=True).first()
+        raise TransitionError(job_id, action, status)
+
+
+def wake_on_commit() -> None:
+    """Wake a drain once the current transaction commits (its jobs are visible by then)."""
+    from llmqueue.drain import drain_wake
+
+    transaction.on_commit(drain_wake)

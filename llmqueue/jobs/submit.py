@@ -1,0 +1,176 @@
+"""Submission: a validated request becomes a queued job (or a cache hit, or a follower)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from llmqueue import metrics
+from llmqueue.buckets import estimate_tokens
+from llmqueue.cache import (
+    cache_key_for,
+    cache_lookup_many,
+)
+from llmqueue.cache import metrics as cache_metrics
+from llmqueue.conf import conf
+from llmqueue.errors import ModelNotServed
+from llmqueue.fairness import fair_seqs_assign
+from llmqueue.jobs.singleflight import by_cache, cache_wanted
+from llmqueue.jobs.states import wake_on_commit
+from llmqueue.locking import writer_turn
+from llmqueue.models import Batch, Endpoint, Job, Status
+from llmqueue.ratelimit import (
+    submission_admit,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class JobSpec:
+    """A validated request to run one job (the API, forms and bulk build these)."""
+
+    kind: str
+    payload: dict[str, Any]
+    priority: int = 5
+    max_attempts: int | None = None
+    idempotency_key: str | None = None
+    cache: bool = True
+    #: the caller's own id (a JSONL batch line's custom_id), echoed in batch results
+    custom_id: str = ""
+    #: accept only a cached answer younger than this, and keep this job's no longer, seconds
+    cache_ttl: int | None = None
+
+
+def served_models() -> list[str]:
+    """Every model some enabled endpoint serves, sorted."""
+    served: set[str] = set()
+    for names in Endpoint.objects.filter(enabled=True).values_list("served_models", flat=True):
+        served.update(n for n in names or () if isinstance(n, str))
+    return sorted(served)
+
+
+def _check_served(models: Iterable[str]) -> None:
+    served = served_models()
+    for model in models:
+        if model not in served:
+            raise ModelNotServed(model, served)
+
+
+def _new_job(*, owner: Any, spec: JobSpec, batch: Batch | None, now: dt.datetime) -> Job:
+    return Job(
+        owner=owner,
+        batch=batch,
+        kind=spec.kind,
+        model=spec.payload["model"],
+        payload=spec.payload,
+        priority=spec.priority,
+        max_attempts=spec.max_attempts or conf.MAX_ATTEMPTS,
+        idempotency_key=spec.idempotency_key,
+        cache=spec.cache,
+        created_at=now,
+        available_at=now,
+        custom_id=spec.custom_id,
+        tokens_estimate=estimate_tokens(spec.kind, spec.payload),
+        cache_key=cache_key_for(
+            owner_id=owner.pk, kind=spec.kind, payload=spec.payload, cache=spec.cache
+        ),
+        cache_ttl=spec.cache_ttl,
+    )
+
+
+def job_submit(*, owner: Any, spec: JobSpec) -> tuple[Job, bool]:
+    """Queue one job; returns (job, created).
+
+    With an idempotency key that this owner used before, the existing job comes back with
+    created=False and nothing new is queued. Raises ModelNotServed when no enabled endpoint
+    serves the payload's model. A cacheable job whose answer is cached comes back already
+    succeeded (``cache_hit``), and one whose twin is in flight follows it (see the module
+    docstring). The drains are woken once the transaction commits, if the job needs one.
+    """
+    if spec.idempotency_key:
+        existing = Job.objects.filter(owner=owner, idempotency_key=spec.idempotency_key).first()
+        if existing is not None:
+            return existing, False
+    _check_served([spec.payload["model"]])
+    now = timezone.now()
+    job = _new_job(owner=owner, spec=spec, batch=None, now=now)
+    wanted = cache_wanted([job])
+    found = cache_lookup_many(wanted, now=now) if wanted else {}  # before locking anything
+    try:
+        with transaction.atomic():
+            _admit(owner, [job])
+            if wanted:
+                by_cache([job], wanted, found, now=now, single=True)
+            job.save()
+            _after_submit([job])
+    except IntegrityError:
+        # Two requests with the same key raced; the other one's insert won.
+        if not spec.idempotency_key:
+            raise
+        return Job.objects.get(owner=owner, idempotency_key=spec.idempotency_key), False
+    return job, True
+
+
+def jobs_submit_many(
+    *, owner: Any, specs: Sequence[JobSpec], name: str = ""
+) -> tuple[Batch, list[Job]]:
+    """Queue many jobs as one Batch: all of them, or (on any error) none.
+
+    Specs whose idempotency key this owner already used return the existing job instead.
+    Cache hits and single-flight work as in ``job_submit``; identical specs of one batch
+    follow the first of them.
+    """
+    _check_served({s.payload["model"] for s in specs})
+    keys = [s.idempotency_key for s in specs if s.idempotency_key]
+    existing = (
+        {j.idempotency_key: j for j in Job.objects.filter(owner=owner, idempotency_key__in=keys)}
+        if keys
+        else {}
+    )
+    now = timezone.now()
+    fresh = [
+        _new_job(owner=owner, spec=s, batch=None, now=now)
+        for s in specs
+        if s.idempotency_key not in existing
+    ]
+    wanted = cache_wanted(fresh)
+    found = cache_lookup_many(wanted, now=now) if wanted else {}  # before locking anything
+    with writer_turn(), transaction.atomic():
+        _admit(owner, fresh)
+        batch = Batch.objects.create(owner=owner, name=name)
+        for job in fresh:
+            job.batch = batch
+        twins = by_cache(fresh, wanted, found, now=now, single=False) if wanted else []
+        # Leaders first: a twin of this batch needs its leader's id.
+        waiting = {id(follower) for follower, _ in twins}
+        Job.objects.bulk_create([j for j in fresh if id(j) not in waiting], batch_size=500)
+        for follower, leader in twins:
+            follower.follows_id = leader.pk
+        Job.objects.bulk_create([f for f, _ in twins], batch_size=500)
+        _after_submit(fresh)
+    created = iter(fresh)
+    jobs = [existing.get(s.idempotency_key) or next(created) for s in specs]
+    return batch, jobs
+
+
+def _admit(owner: Any, jobs: list[Job]) -> None:
+    """Charge the submission to its owner's limits (or raise OverLimit) and place its jobs in
+    their owner's line. Inside the submitting transaction: a refusal writes nothing."""
+    submission_admit(owner=owner, jobs=len(jobs), tokens=sum(j.tokens_estimate for j in jobs))
+    fair_seqs_assign(owner=owner, jobs=jobs)
+
+
+def _after_submit(jobs: list[Job]) -> None:
+    metrics.jobs_submitted(j.kind for j in jobs)
+    hits = sum(1 for j in jobs if j.cache_hit)
+    followers = sum(1 for j in jobs if j.follows_id is not None)
+    metrics.jobs_finished(Status.SUCCEEDED, hits)
+    if followers:
+        transaction.on_commit(lambda: cache_metrics.FOLLOWERS.inc(followers))
+    # A hit needs no drain, and a follower waits for its leader's.
+    if any(j.status == Status.QUEUED and j.follows_id is None for j in jobs):
+        wake_on_commit()
