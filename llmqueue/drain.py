@@ -19,8 +19,8 @@ lease expired goes back to the queue (``jobs_reap``). Drains only make the queue
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
+import heapq
 import logging
 import secrets
 import socket
@@ -152,7 +152,9 @@ class Drainer:
         # Enough to feed the calls while a step runs; more would hold jobs out of fair turns
         # and priority order for longer.
         self.reserve_size = max(1, self.concurrency // 2)
-        self.reserve: collections.deque[Claim] = collections.deque()
+        # A heap by queue order: a job claimed later but more urgent (or another owner's turn)
+        # starts before the reserved ones it outranks.
+        self.reserve: list[tuple[tuple[int, int, int], Claim]] = []
         self.inflight: dict[asyncio.Task[AttemptResult], Claim] = {}
         self.finished: list[AttemptResult] = []
         self.wakeup = asyncio.Event()
@@ -213,7 +215,7 @@ class Drainer:
     def _start_calls(self) -> None:
         assert self.loop is not None
         while self.reserve and len(self.inflight) < self.concurrency and not self.stopping:
-            claim = self.reserve.popleft()
+            _, claim = heapq.heappop(self.reserve)
             task = self.loop.create_task(self._call(claim))
             self.inflight[task] = claim
             task.add_done_callback(self._done)
@@ -260,14 +262,16 @@ class Drainer:
                         await asyncio.sleep(1.0)
                         continue
                     self.handled += len(results)
-                    self.reserve.extend(claims)
+                    for claim in claims:
+                        heapq.heappush(self.reserve, (claim.rank, claim))
                     self._start_calls()
                     if want > 0:
                         drained = len(claims) < want
                 if claims or self.inflight or self.reserve:
                     last_busy = now
                 if now >= next_beat:
-                    tokens = [c.token for c in [*self.inflight.values(), *self.reserve]]
+                    held = [*self.inflight.values(), *(c for _, c in self.reserve)]
+                    tokens = [c.token for c in held]
                     if not await _db(self._beat)(tokens):
                         log.warning("drain %s lost its slot; stopping", self.slot.owner)
                         deadline = now
@@ -303,7 +307,7 @@ class Drainer:
         """Finish in-flight calls (for STOP_GRACE_S), give back the rest, record, leave."""
         if self.inflight:
             await asyncio.wait(list(self.inflight), timeout=conf.STOP_GRACE_S)
-        given_back = [*self.inflight.values(), *self.reserve]
+        given_back = [*self.inflight.values(), *(c for _, c in self.reserve)]
         self.reserve.clear()
         for task in list(self.inflight):
             task.cancel()

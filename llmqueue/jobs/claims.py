@@ -42,6 +42,9 @@ class Claim:
     owner_id: int = 0
     #: the LLM tokens charged to rate limits before the call (reconciled after it)
     tokens_estimate: int = 0
+    #: its place in the queue's order, (-priority, fair_seq, id): a drain starts its claimed
+    #: jobs in this order, so a later claim of a more urgent or fairer job goes first
+    rank: tuple[int, int, int] = (0, 0, 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +107,7 @@ def jobs_claim(*, limit: int, lease_s: float | None = None) -> list[Claim]:
     targets: dict[int, Target] = {}
     order: list[int] = []
     held: Counter[str] = Counter()  # jobs held back by a rate limit, by the bucket's scope
+    rank = {c[2]: (c[0], c[1], c[2]) for c in candidates}
     for _, _, pk, model, owner, tokens, pin in candidates:
         if len(order) == limit:
             break
@@ -155,7 +159,9 @@ def jobs_claim(*, limit: int, lease_s: float | None = None) -> list[Claim]:
         "tokens_estimate",
     )
     claims = {
-        pk: Claim(pk, token, kind, payload, attempts, max_attempts, targets[ep], owner, tokens)
+        pk: Claim(
+            pk, token, kind, payload, attempts, max_attempts, targets[ep], owner, tokens, rank[pk]
+        )
         for pk, kind, payload, attempts, max_attempts, ep, owner, tokens in rows
     }
     return [claims[pk] for pk in order if pk in claims]  # in the order they were chosen
