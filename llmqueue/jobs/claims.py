@@ -213,20 +213,15 @@ def jobs_record(results: Sequence[AttemptResult]) -> None:
         for r in results
     )
     finished: dict[int, str] = {}  # the jobs whose terminal transition won its fence
+    successes = [r for r in results if r.outcome == Outcome.SUCCESS]
+    for pk in _succeed_many(successes, now=now):
+        finished[pk] = Status.SUCCEEDED
     for r in results:
         c = r.claim
         fence = Job.objects.filter(pk=c.job_id, status=Status.RUNNING, lease_token=c.token)
         if r.outcome == Outcome.SUCCESS:
-            if fence.update(
-                status=Status.SUCCEEDED,
-                result=r.body,
-                error="",
-                finished_at=now,
-                tokens_used=tokens_used(r.body),
-                **RELEASE_LEASE,
-            ):
-                finished[c.job_id] = Status.SUCCEEDED
-        elif r.outcome == Outcome.RETRY and not r.spent:
+            continue
+        if r.outcome == Outcome.RETRY and not r.spent:
             fence.update(
                 status=Status.QUEUED,
                 error=r.error,
@@ -253,6 +248,64 @@ def jobs_record(results: Sequence[AttemptResult]) -> None:
         now=now,
     )
     metrics.attempts_recorded(results, finished=finished)
+
+
+def _succeed_many(results: Sequence[AttemptResult], *, now: dt.datetime) -> list[int]:
+    """running -> succeeded for many jobs at once; returns the ids whose fence held.
+
+    The hot path of every drain step, so one statement run for all rows (``executemany``)
+    rather than an ORM update each: 0.03 ms a job instead of 0.26 (bench/throughput.py).
+    The winners are read first, under lock (PostgreSQL: FOR UPDATE; SQLite: the step's
+    IMMEDIATE transaction), and the UPDATE keeps the same fence in its WHERE clause.
+    """
+    if not results:
+        return []
+    fenced = Job.objects.filter(
+        pk__in=[r.claim.job_id for r in results],
+        status=Status.RUNNING,
+        lease_token__in={r.claim.token for r in results},
+    )
+    won = set(fenced.select_for_update().values_list("pk", "lease_token"))
+    rows = [r for r in results if (r.claim.job_id, r.claim.token) in won]
+    if not rows:
+        return []
+    meta, ops = Job._meta, connection.ops
+    field = {f: meta.get_field(f) for f in ("result", "finished_at")}
+    col = {
+        name: ops.quote_name(meta.get_field(name).column)
+        for name in (
+            "status",
+            "result",
+            "error",
+            "finished_at",
+            "tokens_used",
+            "lease_token",
+            "lease_expires_at",
+            "id",
+        )
+    }
+    sql = (
+        f"UPDATE {ops.quote_name(meta.db_table)} SET {col['status']} = %s, {col['result']} = %s, "
+        f"{col['error']} = '', {col['finished_at']} = %s, {col['tokens_used']} = %s, "
+        f"{col['lease_token']} = NULL, {col['lease_expires_at']} = NULL "
+        f"WHERE {col['id']} = %s AND {col['status']} = %s AND {col['lease_token']} = %s"
+    )
+    finished_at = field["finished_at"].get_db_prep_save(now, connection)
+    params = [
+        (
+            Status.SUCCEEDED.value,
+            field["result"].get_db_prep_save(r.body, connection),
+            finished_at,
+            tokens_used(r.body),
+            r.claim.job_id,
+            Status.RUNNING.value,
+            r.claim.token,
+        )
+        for r in rows
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, params)
+    return [r.claim.job_id for r in rows]
 
 
 def jobs_release(*, claims: Iterable[Claim]) -> int:
