@@ -39,12 +39,7 @@ def run(handler, kind: str = "chat"):
         return handler(request)
 
     async def go():
-        up = Upstream(max_connections=4)
-        up._clients[(TARGET.id, TARGET.base_url, TARGET.api_key)] = httpx.AsyncClient(
-            base_url=TARGET.base_url,
-            transport=httpx.MockTransport(wrapped),
-            headers={"Authorization": f"Bearer {TARGET.api_key}"},
-        )
+        up = Upstream(max_connections=4, transport=lambda limits: httpx.MockTransport(wrapped))
         try:
             return await up.call(claim(kind))
         finally:
