@@ -117,34 +117,25 @@ def attempts_recorded(results: Sequence[Any], *, finished: dict[int, str]) -> No
     """Count a drain step's calls, and the jobs they finished.
 
     ``results`` are ``llmqueue.jobs.AttemptResult``; ``finished`` maps each job whose terminal
-    transition won its fence to its new status. Queue waits of the finished jobs are read in
-    one query by primary key (it runs in the drain's step transaction).
+    transition won its fence to its new status. Counted once the step commits.
     """
-    from llmqueue.models import Job
-
-    calls = [
-        (r.claim.target.name, str(r.outcome), r.duration_ms / 1000.0, r.http_status == 429)
-        for r in results
-    ]
+    calls = Tally((r.claim.target.name, str(r.outcome)) for r in results)
+    throttled = Tally(r.claim.target.name for r in results if r.http_status == 429)
+    durations = [(r.claim.target.name, max(0.0, r.duration_ms / 1000.0)) for r in results]
     outcomes = Tally(finished.values())
-    waits = [
-        (started - created).total_seconds()
-        for created, started in Job.objects.filter(pk__in=list(finished)).values_list(
-            "created_at", "started_at"
-        )
-        if started is not None
-    ]
+    waits = [max(0.0, r.claim.waited_s) for r in results if r.claim.job_id in finished]
 
     def count() -> None:
-        for endpoint, outcome, seconds, throttled in calls:
-            ATTEMPTS.labels(endpoint, outcome).inc()
-            UPSTREAM_SECONDS.labels(endpoint).observe(max(0.0, seconds))
-            if throttled:
-                UPSTREAM_RATE_LIMITED.labels(endpoint).inc()
+        for (endpoint, outcome), n in calls.items():
+            ATTEMPTS.labels(endpoint, outcome).inc(n)
+        for endpoint, seconds in durations:
+            UPSTREAM_SECONDS.labels(endpoint).observe(seconds)
+        for endpoint, n in throttled.items():
+            UPSTREAM_RATE_LIMITED.labels(endpoint).inc(n)
         for outcome, n in outcomes.items():
             JOBS_FINISHED.labels(outcome).inc(n)
         for seconds in waits:
-            QUEUE_WAIT_SECONDS.observe(max(0.0, seconds))
+            QUEUE_WAIT_SECONDS.observe(seconds)
 
     if calls or outcomes:
         _after_commit(count)

@@ -41,6 +41,7 @@ from llmqueue.cache.levels import (
 )
 from llmqueue.conf import conf
 from llmqueue.models import CacheEntry
+from llmqueue.rows import rows_insert
 
 #: rows per statement where a list of keys goes into an IN (...)
 CHUNK = 500
@@ -197,6 +198,22 @@ class StoreItem:
     ttl_s: int | None = None
 
 
+STORE_FIELDS = (
+    "key",
+    "scope",
+    "owner",
+    "model",
+    "kind",
+    "response",
+    "size_bytes",
+    "hits",
+    "last_hit_at",
+    "created_at",
+    "used_at",
+    "expires_at",
+)
+
+
 def cache_store_many(items: Sequence[StoreItem], *, now: dt.datetime | None = None) -> int:
     """Write answers to the database level in one upsert; returns how many entries.
 
@@ -208,34 +225,30 @@ def cache_store_many(items: Sequence[StoreItem], *, now: dt.datetime | None = No
         return 0
     now = now or timezone.now()
     default_ttl = int(conf.CACHE_TTL_S)
-    entries: dict[str, CacheEntry] = {}
+    entries: dict[str, tuple[Any, ...]] = {}
     for item in items:  # the last answer of a key wins: an upsert may not touch a row twice
         ttl = min(default_ttl, item.ttl_s) if item.ttl_s else default_ttl
-        entries[item.key] = CacheEntry(
-            key=item.key,
-            scope=item.key.split("/", 1)[0],
-            owner_id=key_owner_id(item.key),
-            model=item.model,
-            kind=item.kind,
-            response=item.response,
-            size_bytes=len(json.dumps(item.response, separators=(",", ":")).encode()),
-            created_at=now,
-            used_at=now,
-            expires_at=now + dt.timedelta(seconds=ttl),
+        entries[item.key] = (
+            item.key,
+            item.key.split("/", 1)[0],
+            key_owner_id(item.key),
+            item.model,
+            item.kind,
+            item.response,
+            len(json.dumps(item.response, separators=(",", ":")).encode()),
+            0,
+            None,
+            now,
+            now,
+            now + dt.timedelta(seconds=ttl),
         )
-    CacheEntry.objects.bulk_create(
+    # One statement for all (llmqueue.rows): this runs in every drain step.
+    rows_insert(
+        CacheEntry,
+        STORE_FIELDS,
         [entries[k] for k in sorted(entries)],  # sorted: one row lock order, as in cache_confirm
-        update_conflicts=True,
-        unique_fields=["key"],
-        update_fields=[
-            "response",
-            "size_bytes",
-            "model",
-            "kind",
-            "created_at",
-            "used_at",
-            "expires_at",
-        ],
+        conflict=["key"],
+        update=["response", "size_bytes", "model", "kind", "created_at", "used_at", "expires_at"],
     )
     n = len(entries)
     transaction.on_commit(lambda: _stored(n), robust=True)
@@ -288,7 +301,10 @@ def cache_evict(*, now: dt.datetime | None = None) -> dict[str, int]:
     The drains call it after a write, at most every ``CACHE_EVICT_INTERVAL_S`` per process.
     """
     now = now or timezone.now()
-    expired = list(CacheEntry.objects.filter(expires_at__lte=now).values_list("key", flat=True))
+    # .order_by(): with the model's ordering, SQLite walks the LRU index over the whole table
+    # instead of the expiry index over the expired few
+    expired = CacheEntry.objects.filter(expires_at__lte=now).order_by()
+    expired = list(expired.values_list("key", flat=True))
     gone_expired = _delete(expired, reason="expired")
     size = CacheEntry.objects.aggregate(n=Count("id"), b=Sum("size_bytes"))
     victims = lru_victims(
@@ -304,6 +320,6 @@ def cache_evict(*, now: dt.datetime | None = None) -> dict[str, int]:
 def cache_purge(*, keys: Iterable[str] | None = None, expired: bool = False) -> int:
     """An operator's purge: the entries of ``keys``, or with ``expired`` every expired one."""
     if expired:
-        stale = CacheEntry.objects.filter(expires_at__lte=timezone.now())
+        stale = CacheEntry.objects.filter(expires_at__lte=timezone.now()).order_by()
         return _delete(list(stale.values_list("key", flat=True)), reason="expired")
     return _delete(list(keys or ()), reason="purged")

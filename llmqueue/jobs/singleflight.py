@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.db import connection, transaction
@@ -165,30 +165,34 @@ def followers_release(leader_ids: list[int], *, now: dt.datetime) -> int:
     """The queued followers of leaders that ended without an answer: each runs on its own."""
     if not leader_ids:
         return 0
-    return Job.objects.filter(
-        follows_id__in=leader_ids, status__in=ALLOWED["follow_through"]
-    ).update(follows=None, available_at=now)
+    if not (ids := _followers(leader_ids)):
+        return 0
+    return Job.objects.filter(pk__in=ids, status__in=ALLOWED["follow_through"]).update(
+        follows=None, available_at=now
+    )
 
 
-def leaders_settle(answers: dict[int, Any], *, ended: list[int], now: dt.datetime) -> None:
+def _followers(leader_ids: list[int] | None = None) -> list[int]:
+    """The ids of these leaders' followers (None: of any leader's). Looked up alone first:
+    asked in one statement with a status guard, SQLite's planner walks the status index over
+    the whole queue instead of the small partial index job_followers."""
+    found = Job.objects.filter(follows__isnull=False).order_by()
+    if leader_ids is not None:
+        found = found.filter(follows_id__in=leader_ids)
+    return list(found.values_list("pk", flat=True))
+
+
+def leaders_settle(
+    answers: dict[int, Any], *, store: Sequence[StoreItem], ended: list[int], now: dt.datetime
+) -> None:
     """After a record step: the jobs that succeeded (``answers``: id -> body) complete their
-    followers (queued -> succeeded, cache_hit) and the cacheable ones write their answers to
-    the cache; the ``ended`` (dead) ones release their followers. Three statements per step
-    at most, however many jobs: a SELECT, an UPDATE of the followers and an upsert.
+    followers (queued -> succeeded, cache_hit), ``store`` goes to the cache, and the ``ended``
+    (dead) ones release their followers. A few statements per step, however many jobs: a
+    SELECT of the followers (an UPDATE only if there are some) and an upsert.
     """
-    if answers:
-        _followers_take_answers(Job.objects.filter(follows_id__in=list(answers)), now=now)
-        rows = Job.objects.filter(pk__in=list(answers), cache_key__isnull=False).values_list(
-            "pk", "cache_key", "cache_ttl", "model", "kind"
-        )
-        cache_store_many(
-            [
-                StoreItem(key=key, kind=kind, model=model, response=answers[pk], ttl_s=ttl)
-                for pk, key, ttl, model, kind in rows
-                if answers[pk] is not None  # a 2xx without a JSON body: nothing to serve again
-            ],
-            now=now,
-        )
+    if answers and (ids := _followers(list(answers))):
+        _followers_take_answers(Job.objects.filter(pk__in=ids), now=now)
+    cache_store_many(store, now=now)
     followers_release(ended, now=now)
 
 
@@ -215,9 +219,9 @@ def followers_rescue(*, now: dt.datetime, leaders: list[int] | None = None) -> i
     itself); the reaper runs this too, so that none waits forever whatever happens.
     Cheap: the partial index job_followers holds only followers.
     """
-    stray = Job.objects.filter(status__in=ALLOWED["follow_through"], follows__isnull=False)
-    if leaders is not None:
-        stray = stray.filter(follows_id__in=leaders)
+    if not (ids := _followers(leaders)):
+        return 0
+    stray = Job.objects.filter(pk__in=ids, status__in=ALLOWED["follow_through"])
     completed = _followers_take_answers(stray.filter(follows__status=Status.SUCCEEDED), now=now)
     released = stray.filter(follows__status__in=(Status.DEAD, Status.CANCELLED)).update(
         follows=None, available_at=now
