@@ -143,6 +143,7 @@ class Pools:
         self.by_model = by_model
         self._settings = settings
         self._endpoints = endpoints
+        self._strategies: dict[str, Strategy] = {}  # read once per claim, not once per job
 
     def room(self) -> dict[str, int]:
         return {m: sum(s.room for s in seats) for m, seats in self.by_model.items()}
@@ -166,7 +167,9 @@ class Pools:
                 for s in self.by_model.get(model, ())
                 if s.room > 0 and s.id not in refused and (only is None or s.id == only)
             ]
-            seat = _strategy(model).pick(model, pool)
+            if model not in self._strategies:
+                self._strategies[model] = _strategy(model)
+            seat = self._strategies[model].pick(model, pool)
             if seat is None:
                 return None
             if admit is not None and not admit(seat):
@@ -270,6 +273,7 @@ def _learn_one(e: Endpoint, results: Iterable[Any], settings: BreakerSettings, t
     latency, latency_at = e.latency_ms, e.latency_at
     stats = _stats(e)
     paused_until = e.paused_until
+    latency_tau = conf.LATENCY_TAU_S
     for r in sorted(results, key=lambda r: r.started_at):
         started = r.started_at.timestamp()
         ended = started + r.duration_ms / 1000
@@ -279,7 +283,7 @@ def _learn_one(e: Endpoint, results: Iterable[Any], settings: BreakerSettings, t
             state = breaker_record(state, r.health, ended, settings, started_at=started)
         if r.health is CallOutcome.SUCCESS:
             since = ended - (latency_at or ended)
-            latency = ewma_update(latency, r.duration_ms, since, conf.LATENCY_TAU_S)
+            latency = ewma_update(latency, r.duration_ms, since, latency_tau)
             latency_at = ended
         failed = r.health is CallOutcome.FAILURE or r.http_status == 429
         stats = failure_record(stats, ended, tau, failed=failed)
