@@ -9,8 +9,8 @@ One run, from the repository root's code:
 1. a fresh SQLite file in a temp directory (or ``--database-url``, which must name a database
    used by nothing else: every queued job in it is drained), migrated;
 2. the stand-in endpoint (``llmqueue.standin``) in a subprocess, and an Endpoint row for it;
-3. the ceiling: ``bench/upstream_clients.ceiling`` at the same total in-flight level
-   (``--inflight`` x ``--workers``);
+3. the ceiling: ``bench/upstream_clients.ceiling`` (the best of llmqueue's own client and
+   aiohttp alone) at the same total in-flight level (``--inflight`` x ``--workers``);
 4. ``manage.py qcluster`` in a subprocess with ``--workers`` drain slots of ``--inflight``
    calls each; once it is up and idle (its start-up drains have lingered out), ``--jobs``
    chat jobs are submitted through ``POST /api/jobs/bulk/`` (Django's test client, in this
@@ -508,6 +508,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "elapsed_s": round(elapsed, 3),
         "jobs_per_s": round(jobs_per_s, 1),
         "ideal_per_s": round(total_inflight * 1000 / args.latency_ms, 1),
+        "ceiling_client": roof["client"],
         "ceiling_calls_per_s": round(roof["calls_per_s"], 1),
         "ceiling_cpu_ms_per_call": round(roof["cpu_ms_per_call"], 3),
         "ceiling_standin_cpu_ms_per_call": round(roof["server_cpu_ms_per_call"], 3),
@@ -535,7 +536,11 @@ def print_summary(r: dict[str, Any]) -> None:
         ("workers", r["workers"]),
         ("elapsed", f"{r['elapsed_s']:.2f} s (submission took {r['submit_s']:.2f} s)"),
         ("jobs/s", f"{r['jobs_per_s']:.0f}"),
-        ("ceiling calls/s", f"{r['ceiling_calls_per_s']:.0f} (ideal {r['ideal_per_s']:.0f})"),
+        (
+            "ceiling calls/s",
+            f"{r['ceiling_calls_per_s']:.0f} (ideal {r['ideal_per_s']:.0f}; "
+            f"{r['ceiling_client']}, {r['ceiling_cpu_ms_per_call']:.2f} ms CPU a call)",
+        ),
         ("ratio", f"{r['ratio']:.2f}"),
         ("worker CPU ms/job", f"{r['worker_cpu_ms_per_job']:.2f}"),
         ("idle submit->call", _latency(r["idle_submit_to_call_ms"])),
