@@ -61,10 +61,12 @@ from llmqueue.upstream import Upstream
 log = logging.getLogger(__name__)
 
 DRAIN_TASK = "llmqueue.drain.drain"
-#: how long a drain with a healthy reserve lets finished calls gather before a step: a step
-#: costs ~13 ms of CPU however small, plus ~0.35 ms a job (bench/step.py), so one every
-#: 50 ms or so at full load carries 30 to 60 jobs, and the reserve feeds the calls meanwhile
-COALESCE_S = 0.05
+#: how long a drain with a healthy reserve lets finished calls gather before a step. A step
+#: costs ~13 ms of CPU however small, plus ~0.35 ms a job (bench/step.py), so longer gathers
+#: cost less per job; but every step a new job waits for is delay for it: with 50 ms and a
+#: reserve of one concurrency, a small user's 20 jobs waited for 220-300 of a big backlog's
+#: instead of 160-200 (tests/integration/test_limits.py), so both stay small
+COALESCE_S = 0.01
 
 
 def _enqueue_drain() -> None:
@@ -151,11 +153,9 @@ class Drainer:
     def __init__(self, *, slot: DrainSlot) -> None:
         self.slot = slot
         self.concurrency = max(1, int(conf.DRAIN_CONCURRENCY))
-        # Enough to feed every place for a step and the wait before it (at 64 places and
-        # 100 ms calls, ~100 ms of work); more would hold jobs out of other drains' reach
-        # for longer. Priority does not suffer: the reserve starts in queue order, so a more
-        # urgent job claimed at the next step starts before the reserved ones.
-        self.reserve_size = max(1, self.concurrency)
+        # Enough to feed the calls while a step runs; more would hold jobs out of fair turns
+        # and priority order for longer, and start paid calls later (see COALESCE_S).
+        self.reserve_size = max(1, self.concurrency // 2)
         # A heap by queue order: a job claimed later but more urgent (or another owner's turn)
         # starts before the reserved ones it outranks.
         self.reserve: list[tuple[tuple[int, int, int], Claim]] = []

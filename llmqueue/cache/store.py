@@ -198,7 +198,7 @@ class StoreItem:
     ttl_s: int | None = None
 
 
-STORE_FIELDS = (
+_STORE_FIELDS = (
     "key",
     "scope",
     "owner",
@@ -245,7 +245,7 @@ def cache_store_many(items: Sequence[StoreItem], *, now: dt.datetime | None = No
     # One statement for all (llmqueue.rows): this runs in every drain step.
     rows_insert(
         CacheEntry,
-        STORE_FIELDS,
+        _STORE_FIELDS,
         [entries[k] for k in sorted(entries)],  # sorted: one row lock order, as in cache_confirm
         conflict=["key"],
         update=["response", "size_bytes", "model", "kind", "created_at", "used_at", "expires_at"],

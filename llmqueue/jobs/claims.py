@@ -214,7 +214,7 @@ def _retry_delay(attempt: int, r: AttemptResult) -> float:
     )
 
 
-ATTEMPT_FIELDS = (
+_ATTEMPT_FIELDS = (
     "job",
     "number",
     "endpoint",
@@ -225,7 +225,7 @@ ATTEMPT_FIELDS = (
     "outcome",
     "error",
 )
-SUCCEED_SET = (
+_SUCCEED_SET = (
     "status",
     "result",
     "error",
@@ -248,7 +248,7 @@ def jobs_record(results: Sequence[AttemptResult]) -> None:
     now = timezone.now()
     rows_insert(
         JobAttempt,
-        ATTEMPT_FIELDS,
+        _ATTEMPT_FIELDS,
         (
             (
                 r.claim.job_id,
@@ -333,7 +333,7 @@ def _succeed_many(results: Sequence[AttemptResult], *, now: dt.datetime) -> list
     won = [r for r in results if (r.claim.job_id, r.claim.token) in held]
     rows_update(
         Job,
-        assign=SUCCEED_SET,
+        assign=_SUCCEED_SET,
         where=("id", "status", "lease_token"),
         rows=(
             (

@@ -24,12 +24,14 @@ def test_rpm_limit_holds_across_two_workers(cluster, standin):
     burst_done = time.time()
     time.sleep(62)
     calls = sorted(t for t, *_ in standin.calls())
-    # no one-second window holds more than the capacity (600) + 10
+    # No one-second window holds more than the capacity (600) plus the refill (10/s) of that
+    # second and of the half second by which a call may follow its claim, which paid (the
+    # drain's reserve starts it when a place frees).
     j = 0
     for i, t in enumerate(calls):
         while calls[j] < t - 1.0:
             j += 1
-        assert i - j + 1 <= 610
+        assert i - j + 1 <= 600 + 10 * 1.5
     # after the burst, the sustained rate is the limit: 10/s, at least 95% of it over 60 s
     window = [t for t in calls if burst_done + 1 <= t < burst_done + 61]
     assert len(window) >= 0.95 * 600, len(window)
