@@ -12,7 +12,7 @@ ids the caller finds itself (``instances_insert``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from typing import Any
 
 from django.db import connection, models
@@ -40,6 +40,8 @@ def _prepared(fields: Sequence[models.Field[Any, Any]], rows: Iterable[Sequence[
             return prep(v, connection)
         if type(v) in _PLAIN:
             return v
+        if not isinstance(v, Hashable):
+            return prep(v, connection)
         if (i, v) not in done:
             done[i, v] = prep(v, connection)
         return done[i, v]

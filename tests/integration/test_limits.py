@@ -80,4 +80,8 @@ def test_a_small_user_is_not_starved_by_a_big_backlog(cluster, standin):
         what="B's 20",
     )
     a_done_meanwhile = Job.objects.filter(owner=a, status=Status.SUCCEEDED).count() - a_done_before
-    assert a_done_meanwhile < 200, a_done_meanwhile
+    # What of A's may finish before B's last job: what the drain held when B came (64 in
+    # flight and a reserve of 32), A's turns between B's 20, and A's calls that end while B's
+    # last ones run (~64 at 50 ms), seen a step late. Measured 158-196. Waiting behind A's
+    # backlog would be thousands.
+    assert a_done_meanwhile < 300, a_done_meanwhile

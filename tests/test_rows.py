@@ -1,0 +1,75 @@
+"""Many rows, one statement: values stored as the ORM stores them, upserts, fences."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.utils import timezone
+
+from llmqueue.jobs import jobs_submit_many
+from llmqueue.models import Batch, CacheEntry, Job, Status
+from llmqueue.rows import instances_insert, rows_insert, rows_update
+from tests.factories import chat_spec, make_endpoint, make_user
+
+pytestmark = pytest.mark.django_db
+
+ENTRY = ("key", "scope", "owner", "model", "kind", "response", "size_bytes", "hits")
+ENTRY += ("last_hit_at", "created_at", "used_at", "expires_at")
+
+
+def entry(key: str, response: object, at: dt.datetime, hits: int = 0) -> tuple[object, ...]:
+    return (key, "shared", None, "m", "chat", response, 10, hits, None, at, at, at)
+
+
+def test_insert_stores_json_and_datetimes_as_the_orm_does():
+    at = timezone.now()
+    rows_insert(CacheEntry, ENTRY, [entry("k1", {"a": [1, "x"]}, at), entry("k2", "text", at)])
+    one, two = CacheEntry.objects.order_by("key")
+    assert one.response == {"a": [1, "x"]} and two.response == "text"  # a JSON string stays one
+    assert one.created_at == at and two.expires_at == at
+
+
+def test_upsert_updates_only_the_named_columns():
+    at = timezone.now()
+    rows_insert(CacheEntry, ENTRY, [entry("k", {"v": 1}, at, hits=7)])
+    later = at + dt.timedelta(seconds=5)
+    rows_insert(
+        CacheEntry,
+        ENTRY,
+        [entry("k", {"v": 2}, later)],
+        conflict=["key"],
+        update=["response", "created_at"],
+    )
+    row = CacheEntry.objects.get()
+    assert row.response == {"v": 2} and row.created_at == later
+    assert row.hits == 7 and row.used_at == at  # not named: kept
+
+
+def test_update_changes_only_rows_whose_fence_holds():
+    make_endpoint()
+    _, (held, other) = jobs_submit_many(owner=make_user(), specs=[chat_spec(), chat_spec()])
+    Job.objects.filter(pk__in=[held.pk, other.pk]).update(status=Status.RUNNING, lease_token="t")
+    rows_update(
+        Job,
+        assign=("status", "error"),
+        where=("id", "lease_token"),
+        rows=[
+            (Status.SUCCEEDED.value, "", held.pk, "t"),
+            (Status.SUCCEEDED.value, "", other.pk, "x"),
+        ],
+    )
+    assert Job.objects.get(pk=held.pk).status == Status.SUCCEEDED
+    assert Job.objects.get(pk=other.pk).status == Status.RUNNING
+
+
+def test_instances_insert_saves_every_field():
+    owner = make_user()
+    batch = Batch.objects.create(owner=owner)
+    now = timezone.now()
+    job = Job(owner=owner, batch=batch, model="m", payload={"model": "m"}, created_at=now)
+    job.available_at = now
+    instances_insert([job])
+    saved = Job.objects.get(batch=batch)
+    assert saved.payload == {"model": "m"} and saved.status == Status.QUEUED
+    assert saved.created_at == now and saved.max_attempts == job.max_attempts
