@@ -7,7 +7,7 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, transaction
 from django.utils import timezone
 
 from llmqueue import metrics
@@ -174,7 +174,7 @@ def _batch_insert(batch: Batch, jobs: list[Job]) -> None:
     for job, pk in zip(jobs, reversed(list(newest[: len(jobs)])), strict=True):
         job.pk = pk
         job._state.adding = False
-        job._state.db = "default"
+        job._state.db = DEFAULT_DB_ALIAS  # where llmqueue.rows wrote it
 
 
 def _admit(owner: Any, jobs: list[Job]) -> None:
