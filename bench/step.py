@@ -139,8 +139,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cpu, wall = time.thread_time() - cpu0, time.perf_counter() - t0
     left = Job.objects.filter(owner=user).exclude(status=Status.SUCCEEDED).count()
     if profile:
-        stats = pstats.Stats(profile).sort_stats("cumulative")
-        stats.print_callees(os.environ.get("STEP_PROFILE", "jobs_record"))
+        pstats.Stats(profile).sort_stats("cumulative").print_stats(30)
     return {
         "jobs": done,
         "not_succeeded": left,

@@ -60,18 +60,19 @@ def rows_insert(
     """INSERT each row (values in the order of ``fields``). With ``conflict`` (the columns of
     a unique constraint) and ``update``, a row whose key exists updates those columns instead.
     """
-    params = _prepared(_columns(model, fields), rows)
+    columns = _columns(model, fields)
+    params = _prepared(columns, rows)
     if not params:
         return
     ops = connection.ops
-    cols = [f.column for f in _columns(model, fields)]
+    cols = [f.column for f in columns]
     sql = (
         f"INSERT INTO {ops.quote_name(model._meta.db_table)} "
         f"({', '.join(map(ops.quote_name, cols))}) VALUES ({', '.join(['%s'] * len(cols))})"
     )
     if conflict:
         sql += " " + ops.on_conflict_suffix_sql(
-            _columns(model, fields),
+            columns,
             OnConflict.UPDATE,
             [f.column for f in _columns(model, update)],
             [f.column for f in _columns(model, conflict)],

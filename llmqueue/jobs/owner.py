@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -26,6 +28,20 @@ def job_cancel(*, job_id: int) -> None:
     metrics.jobs_finished(Status.CANCELLED)
 
 
+def _requeued(now: dt.datetime) -> dict[str, Any]:
+    """A retried job's fresh start: queued now, with its attempts, error and result cleared."""
+    return {
+        "status": Status.QUEUED,
+        "attempts": 0,
+        "error": "",
+        "result": None,
+        "available_at": now,
+        "finished_at": None,
+        "follows": None,  # a retried follower runs on its own
+        **RELEASE_LEASE,
+    }
+
+
 def job_retry(*, job_id: int) -> None:
     """dead | cancelled -> queued, with its attempts reset. Raises TransitionError otherwise."""
     now = timezone.now()
@@ -33,15 +49,8 @@ def job_retry(*, job_id: int) -> None:
         guarded_transition(
             job_id,
             "retry",
-            status=Status.QUEUED,
-            attempts=0,
-            error="",
-            result=None,
-            available_at=now,
-            finished_at=None,
             pinned_endpoint=None,
-            follows=None,  # a retried follower runs on its own
-            **RELEASE_LEASE,
+            **_requeued(now),
         )
         wake_on_commit()
 
@@ -59,15 +68,8 @@ def jobs_retry(*, job_ids: Iterable[int], endpoint_id: int | None = None) -> int
         requeue = requeue.filter(model__in=served.first() or [])
     with transaction.atomic():
         n = requeue.update(
-            status=Status.QUEUED,
-            attempts=0,
-            error="",
-            result=None,
-            available_at=now,
-            finished_at=None,
             pinned_endpoint_id=endpoint_id,
-            follows=None,
-            **RELEASE_LEASE,
+            **_requeued(now),
         )
         if n:
             wake_on_commit()
