@@ -331,13 +331,17 @@ def wait_all_terminal(
         time.sleep(POLL_S)
 
 
-def run_shape(user: Any, *, t0: datetime, t1: datetime, inflight: int) -> dict[str, float]:
+def run_shape(
+    user: Any, *, t0: datetime, t_submitted: datetime, t1: datetime, inflight: int
+) -> dict[str, float]:
     """Why jobs/s is what it is, from the rows the run left.
 
     A claim stamps every job it takes with one ``started_at`` and a write stamps every result
     it records with one ``finished_at``, so counting distinct values counts claims and writes.
     ``upstream_busy`` is the share of the run's call places (in-flight x elapsed) spent in
-    upstream calls; the rest went to waiting for the database steps and for work.
+    upstream calls; the rest went to waiting for the database steps and for work. The jobs/s
+    while the submission ran and after it tell what the submitter's share of the machine
+    (and of SQLite's write lock) costs the drains.
     """
     from django.db.models import Count, Min, Sum
 
@@ -352,7 +356,11 @@ def run_shape(user: Any, *, t0: datetime, t1: datetime, inflight: int) -> dict[s
     )
     busy_ms = JobAttempt.objects.filter(job__owner=user).aggregate(ms=Sum("duration_ms"))["ms"]
     elapsed = (t1 - t0).total_seconds()
+    submit_s = (t_submitted - t0).total_seconds()
+    during = jobs.filter(finished_at__lte=t_submitted).count()
     return {
+        "during_submit_per_s": round(during / submit_s, 1),
+        "after_submit_per_s": round((agg["n"] - during) / max(1e-3, elapsed - submit_s), 1),
         "first_claim_s": round((agg["first"] - t0).total_seconds(), 3),
         "claims": agg["claims"],
         "jobs_per_claim": round(agg["n"] / agg["claims"], 1),
@@ -480,14 +488,15 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 budget.start()
                 t0 = timezone.now()
                 submit_bulk(client, args.jobs)
-                submitted_s = (timezone.now() - t0).total_seconds()
+                t_submitted = timezone.now()
+                submitted_s = (t_submitted - t0).total_seconds()
                 counts = wait_all_terminal(
                     user, args.jobs, timeout=args.timeout, on_poll=tree.sample
                 )
                 cores = budget.stop()
             cpu_s = tree.seconds()
             t1 = Job.objects.filter(owner=user).aggregate(t=Max("finished_at"))["t"]
-            shape = run_shape(user, t0=t0, t1=t1, inflight=total_inflight)
+            shape = run_shape(user, t0=t0, t_submitted=t_submitted, t1=t1, inflight=total_inflight)
             latency = latency_samples(client, args.idle_samples, first=args.jobs)
         finally:
             stop_cluster(cluster, tree)
@@ -549,7 +558,9 @@ def print_summary(r: dict[str, Any]) -> None:
             "run shape",
             f"first claim at {r['first_claim_s']:.2f} s, {r['claims']} claims "
             f"({r['jobs_per_claim']} jobs each), {r['writes']} writes "
-            f"({r['results_per_write']} results each), upstream busy {r['upstream_busy']:.0%}",
+            f"({r['results_per_write']} results each), upstream busy {r['upstream_busy']:.0%}; "
+            f"{r['during_submit_per_s']:.0f} jobs/s while submitting, "
+            f"{r['after_submit_per_s']:.0f} after",
         ),
         (
             "cores used",

@@ -24,7 +24,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from django.db.models import Count
+from django.db import connection
 from django.utils import timezone
 
 from llmqueue.balancer import (
@@ -45,6 +45,7 @@ from llmqueue.breaker import (
 )
 from llmqueue.conf import conf
 from llmqueue.models import Endpoint, Job, Status
+from llmqueue.rows import db_param, instances_read, placeholders, rows_read, rows_update
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,14 +109,25 @@ def _stats(e: Endpoint) -> FailureStats:
 
 
 def endpoint_in_flight(*, now: Any = None) -> dict[int, int]:
-    """Calls in flight per endpoint id, across the fleet."""
+    """Calls in flight per endpoint id, across the fleet. Its SQL is written once
+    (``llmqueue.rows``): every drain step runs it; the status is a literal so that SQLite
+    matches the partial index job_running."""
     now = now or timezone.now()
-    return dict(
-        Job.objects.filter(status=Status.RUNNING, lease_expires_at__gt=now)
-        .values_list("endpoint")
-        .annotate(n=Count("id"))
-        .order_by()
+    sql = (
+        f"SELECT {{columns}}, COUNT(*) FROM {{table}} WHERE status = '{Status.RUNNING.value}' "
+        "AND lease_expires_at > %s GROUP BY endpoint_id"
     )
+    rows = rows_read(Job, ("endpoint",), sql, [db_param(Job, "lease_expires_at", now)])
+    return {endpoint_id: n for endpoint_id, n in rows}
+
+
+def _locked(where: str, params: Sequence[Any] = ()) -> list[Endpoint]:
+    """Endpoints, locked for the step's transaction (PostgreSQL: FOR UPDATE; SQLite: the
+    IMMEDIATE transaction holds the database)."""
+    sql = f"SELECT {{columns}} FROM {{table}} WHERE {where} ORDER BY name"
+    if connection.features.has_select_for_update:
+        sql += " FOR UPDATE"
+    return instances_read(Endpoint, sql, params)
 
 
 @dataclasses.dataclass
@@ -220,7 +232,7 @@ def dispatch_pools(*, now: Any = None) -> Pools:
     now = now or timezone.now()
     epoch = now.timestamp()
     settings = breaker_settings()
-    endpoints = list(Endpoint.objects.select_for_update().filter(enabled=True, healthy=True))
+    endpoints = _locked("enabled AND healthy")
     busy = endpoint_in_flight(now=now) if endpoints else {}
     by_model: dict[str, list[Seat]] = defaultdict(list)
     seated: list[Endpoint] = []
@@ -264,7 +276,7 @@ def endpoints_learn(results: Sequence[Any]) -> None:
         return
     settings = breaker_settings()
     tau = conf.STATS_TAU_S
-    for e in Endpoint.objects.select_for_update().filter(pk__in=list(by_endpoint)):
+    for e in _locked(f"id IN ({placeholders(by_endpoint)})", list(by_endpoint)):
         _learn_one(e, by_endpoint[e.id], settings, tau)
 
 
@@ -297,17 +309,25 @@ def _learn_one(e: Endpoint, results: Iterable[Any], settings: BreakerSettings, t
     }
     if state is not old:
         data = dataclasses.asdict(state)
-        fields.update(
-            breaker_version=data.pop("version"), breaker=data, breaker_state=state.phase.value
-        )
-        updated = Endpoint.objects.filter(pk=e.pk, breaker_version=old.version).update(**fields)
-        if updated:
+        moved = {
+            "breaker_version": data.pop("version"),
+            "breaker": data,
+            "breaker_state": state.phase.value,
+        }
+        # Someone else may have moved the breaker meanwhile (it is locked here, so only a
+        # reset from the admin can): then its word stands, and only the stats are written.
+        if _endpoint_update(e.pk, fields | moved, version=old.version):
             return
-        # Someone else moved the breaker meanwhile (it is locked here, so only a reset from
-        # the admin can): its word stands; keep the stats.
-        for key in ("breaker", "breaker_state", "breaker_version"):
-            fields.pop(key)
-    Endpoint.objects.filter(pk=e.pk).update(**fields)
+    _endpoint_update(e.pk, fields)
+
+
+def _endpoint_update(pk: int, fields: dict[str, Any], *, version: int | None = None) -> int:
+    # One row, but every step writes it: one statement written once (llmqueue.rows).
+    where = ("id",) if version is None else ("id", "breaker_version")
+    match = (pk,) if version is None else (pk, version)
+    return rows_update(
+        Endpoint, assign=tuple(fields), where=where, rows=[(*fields.values(), *match)]
+    )
 
 
 def breaker_reset(*, endpoint_ids: Iterable[int]) -> int:

@@ -38,6 +38,7 @@ from llmqueue.buckets import Bucket, BucketState, bucket_peek, bucket_refund, bu
 from llmqueue.conf import conf
 from llmqueue.errors import OverLimit
 from llmqueue.models import Endpoint, Job, TokenBucket, UserLimits
+from llmqueue.rows import placeholders, rows_read
 
 GLOBAL, EP_RPM, EP_TPM = "global", "endpoint-rpm", "endpoint-tpm"
 USER_RPM, USER_TPM, USER_SUBMIT = "user-rpm", "user-tpm", "user-submit"
@@ -58,20 +59,23 @@ LIMIT_FIELDS = [
 
 
 def limits_for(user_ids: Iterable[int]) -> dict[int, dict[str, int | None]]:
-    """Each user's effective limits: their own row's values, else the default row's."""
-    ids = set(user_ids)
-    rows = {r.user_id: r for r in UserLimits.objects.filter(Q(user__isnull=True) | Q(user__in=ids))}
-    default = rows.get(None)
+    """Each user's effective limits: their own row's values, else the default row's. Its SQL
+    is written once (``llmqueue.rows``): every drain step reads the limits of the jobs' owners.
+    """
+    ids = list(set(user_ids))
+    where = "user_id IS NULL"
+    if ids:
+        where += f" OR user_id IN ({placeholders(ids)})"
+    found = rows_read(
+        UserLimits, ["user", *LIMIT_FIELDS], f"SELECT {{columns}} FROM {{table}} WHERE {where}", ids
+    )
+    rows = {uid: dict(zip(LIMIT_FIELDS, values, strict=True)) for uid, *values in found}
+    default = rows.get(None, {})
     merged = {}
     for uid in ids:
-        own = rows.get(uid)
+        own = rows.get(uid, {})
         merged[uid] = {
-            f: (
-                getattr(own, f)
-                if own and getattr(own, f) is not None
-                else getattr(default, f, None)
-            )
-            for f in LIMIT_FIELDS
+            f: own[f] if own.get(f) is not None else default.get(f) for f in LIMIT_FIELDS
         }
     return merged
 
@@ -209,11 +213,18 @@ def tokens_used(body: Any) -> int | None:
     return total if isinstance(total, int) and total >= 0 else None
 
 
+def charges_tokens(charges: Sequence[Charge]) -> bool:
+    """Whether these charges include LLM tokens (a tokens-per-minute bucket)."""
+    return any(key[0] in (EP_TPM, USER_TPM) for key, _ in charges)
+
+
 def buckets_learn(results: Sequence[Any]) -> None:
-    """Correct the token charges of finished calls (``jobs.AttemptResult``) with their usage."""
+    """Correct the token charges of finished calls (``jobs.AttemptResult``) with their usage.
+    A call whose claim charged no tokens (no tokens-per-minute limit applied) has nothing to
+    correct."""
     usages = []
     for r in results:
-        used = tokens_used(r.body)
+        used = tokens_used(r.body) if r.claim.tokens_charged else None
         if used is not None:
             c = r.claim
             usages.append((c.target.id, c.owner_id, c.tokens_estimate, used))

@@ -159,6 +159,21 @@ def test_success_and_fence(user, echo_endpoint):
     assert job.status == Status.SUCCEEDED and job.error == ""
 
 
+def test_successes_in_one_step_where_one_lease_was_lost(user, echo_endpoint):
+    # One step records two successes; one job's lease lapsed meanwhile and another claim
+    # holds it now. Only the held one completes; the other keeps its new claim untouched.
+    kept, lost = (job_submit(owner=user, spec=chat_spec())[0] for _ in range(2))
+    c_kept, c_lost = sorted(claim(), key=lambda c: c.job_id != kept.pk)
+    Job.objects.filter(pk=lost.pk).update(lease_token="someone-else")
+    record(result(c_kept, body={"n": 1}), result(c_lost, body={"n": 2}))
+    kept.refresh_from_db()
+    lost.refresh_from_db()
+    assert kept.status == Status.SUCCEEDED and kept.result == {"n": 1}
+    assert lost.status == Status.RUNNING and lost.lease_token == "someone-else"
+    assert lost.result is None
+    assert JobAttempt.objects.filter(job=lost).count() == 1  # the log keeps the late call
+
+
 def test_retry_later_backs_off_then_dead_letters(user, echo_endpoint, settings):
     settings.LLMQUEUE = {"BACKOFF_BASE_S": 10.0, "BACKOFF_CAP_S": 20.0}
     job = job_submit(owner=user, spec=chat_spec(max_attempts=2))[0]

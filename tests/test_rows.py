@@ -9,7 +9,14 @@ from django.utils import timezone
 
 from llmqueue.jobs import jobs_submit_many
 from llmqueue.models import Batch, CacheEntry, Job, Status
-from llmqueue.rows import instances_insert, rows_insert, rows_update
+from llmqueue.rows import (
+    db_param,
+    instances_insert,
+    instances_read,
+    rows_insert,
+    rows_read,
+    rows_update,
+)
 from tests.factories import chat_spec, make_endpoint, make_user
 
 pytestmark = pytest.mark.django_db
@@ -50,7 +57,7 @@ def test_update_changes_only_rows_whose_fence_holds():
     make_endpoint()
     _, (held, other) = jobs_submit_many(owner=make_user(), specs=[chat_spec(), chat_spec()])
     Job.objects.filter(pk__in=[held.pk, other.pk]).update(status=Status.RUNNING, lease_token="t")
-    rows_update(
+    changed = rows_update(
         Job,
         assign=("status", "error"),
         where=("id", "lease_token"),
@@ -61,6 +68,7 @@ def test_update_changes_only_rows_whose_fence_holds():
     )
     assert Job.objects.get(pk=held.pk).status == Status.SUCCEEDED
     assert Job.objects.get(pk=other.pk).status == Status.RUNNING
+    assert changed == 1  # all statements together: what the drain's fence check counts on
 
 
 def test_instances_insert_saves_every_field():
@@ -73,3 +81,24 @@ def test_instances_insert_saves_every_field():
     saved = Job.objects.get(batch=batch)
     assert saved.payload == {"model": "m"} and saved.status == Status.QUEUED
     assert saved.created_at == now and saved.max_attempts == job.max_attempts
+
+
+def test_read_converts_values_as_the_orm_does():
+    at = timezone.now()
+    rows_insert(CacheEntry, ENTRY, [entry("k", {"a": [1]}, at, hits=3)])
+    sql = "SELECT {columns} FROM {table} WHERE key = %s AND expires_at >= %s"
+    fields = ("key", "response", "hits", "expires_at")
+    (row,) = rows_read(CacheEntry, fields, sql, ["k", db_param(CacheEntry, "expires_at", at)])
+    assert row == ["k", {"a": [1]}, 3, at]  # JSON decoded, the datetime aware
+    later = db_param(CacheEntry, "expires_at", at + dt.timedelta(microseconds=1))
+    assert rows_read(CacheEntry, ("key",), sql, ["k", later]) == []
+
+
+def test_instances_read_builds_what_a_queryset_builds():
+    make_endpoint()
+    _, (job,) = jobs_submit_many(owner=make_user(), specs=[chat_spec()])
+    (read,) = instances_read(Job, "SELECT {columns} FROM {table} WHERE id = %s", [job.pk])
+    expected = Job.objects.get(pk=job.pk)
+    fields = [f.attname for f in Job._meta.concrete_fields]
+    assert [getattr(read, f) for f in fields] == [getattr(expected, f) for f in fields]
+    assert not read._state.adding

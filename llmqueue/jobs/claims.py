@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import secrets
@@ -11,7 +12,6 @@ from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import F, Q
-from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from llmqueue import metrics
@@ -24,12 +24,13 @@ from llmqueue.jobs.singleflight import followers_release, followers_rescue, lead
 from llmqueue.jobs.states import ALLOWED, RELEASE_LEASE
 from llmqueue.models import Endpoint, Job, JobAttempt, Outcome, Status
 from llmqueue.ratelimit import (
+    charges_tokens,
     dispatch_ledger,
     endpoint_charges,
     tokens_used,
     user_charges,
 )
-from llmqueue.rows import rows_insert, rows_update
+from llmqueue.rows import db_param, placeholders, rows_insert, rows_read, rows_update
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,8 +43,10 @@ class Claim:
     max_attempts: int
     target: Target
     owner_id: int = 0
-    #: the LLM tokens charged to rate limits before the call (reconciled after it)
+    #: the LLM tokens estimated before the call, and whether a tokens-per-minute limit was
+    #: charged them (then its usage corrects the charge after the call)
     tokens_estimate: int = 0
+    tokens_charged: bool = False
     #: its place in the queue's order, (-priority, fair_seq, id): a drain starts its claimed
     #: jobs in this order, so a later claim of a more urgent or fairer job goes first
     rank: tuple[int, int, int] = (0, 0, 0)
@@ -93,17 +96,12 @@ def jobs_claim(*, limit: int, lease_s: float | None = None) -> list[Claim]:
     lease_s = conf.LEASE_S if lease_s is None else lease_s
     pools = dispatch_pools(now=now)
     candidates: list[tuple[int, int, int, str, int, int, int | None]] = []
+    due = db_param(Job, "available_at", now)
     for model, room in pools.room().items():
-        qs = Job.objects.filter(
-            status=Status.QUEUED, model=model, available_at__lte=now, follows__isnull=True
-        ).order_by("-priority", "fair_seq", "id")
-        if connection.features.has_select_for_update_skip_locked:
-            qs = qs.select_for_update(skip_locked=True, of=("self",))
         # Twice what fits: some may be held back by their owner's limits.
-        fields = ("pk", "priority", "fair_seq", "owner_id", "tokens_estimate", "pinned_endpoint_id")
+        rows = rows_read(Job, _CANDIDATE, _candidates_sql(), [model, due, 2 * min(room, limit)])
         candidates.extend(
-            (-p, seq, pk, model, owner, tokens, pin)
-            for pk, p, seq, owner, tokens, pin in qs.values_list(*fields)[: 2 * min(room, limit)]
+            (-p, seq, pk, model, owner, tokens, pin) for pk, p, seq, owner, tokens, pin in rows
         )
     if not candidates:
         return []
@@ -114,6 +112,7 @@ def jobs_claim(*, limit: int, lease_s: float | None = None) -> list[Claim]:
     chosen: dict[int, list[int]] = defaultdict(list)
     targets: dict[int, Target] = {}
     order: list[int] = []
+    charged: set[int] = set()  # jobs charged to a tokens-per-minute bucket
     held: Counter[str] = Counter()  # jobs held back by a rate limit, by the bucket's scope
     rank = {c[2]: (c[0], c[1], c[2]) for c in candidates}
     for _, _, pk, model, owner, tokens, pin in candidates:
@@ -136,7 +135,10 @@ def jobs_claim(*, limit: int, lease_s: float | None = None) -> list[Claim]:
             if blocked:
                 held[blocked[0]] += 1
             continue
-        ledger.pay(charges + endpoint_charges(ledger, seat.id, tokens))
+        paid = charges + endpoint_charges(ledger, seat.id, tokens)
+        ledger.pay(paid)
+        if charges_tokens(paid):
+            charged.add(pk)
         order.append(pk)
         chosen[seat.id].append(pk)
         targets[seat.id] = seat.target
@@ -146,51 +148,74 @@ def jobs_claim(*, limit: int, lease_s: float | None = None) -> list[Claim]:
         return []
     ledger.save()
     token = secrets.token_hex(16)
-    expires = now + dt.timedelta(seconds=lease_s)
-    for endpoint_id, ids in chosen.items():
-        Job.objects.filter(pk__in=ids, status__in=ALLOWED["claim"]).update(
-            status=Status.RUNNING,
-            endpoint_id=endpoint_id,
-            lease_token=token,
-            lease_expires_at=expires,
-            attempts=F("attempts") + 1,
-            started_at=Coalesce(F("started_at"), now),
-        )
-    rows = Job.objects.filter(pk__in=order, lease_token=token).values_list(
-        "pk",
-        "kind",
-        "payload",
-        "attempts",
-        "max_attempts",
-        "endpoint_id",
-        "owner_id",
-        "tokens_estimate",
-        "model",
-        "cache_key",
-        "cache_ttl",
-        "created_at",
-        "started_at",
-    )
+    expires = db_param(Job, "lease_expires_at", now + dt.timedelta(seconds=lease_s))
+    started = db_param(Job, "started_at", now)
     claims: dict[int, Claim] = {}
-    for row in rows:
-        pk, kind, payload, attempts, max_attempts, ep, owner, tokens, model, key, ttl, *at = row
-        claims[pk] = Claim(
-            job_id=pk,
-            token=token,
-            kind=kind,
-            payload=payload,
-            attempt=attempts,
-            max_attempts=max_attempts,
-            target=targets[ep],
-            owner_id=owner,
-            tokens_estimate=tokens,
-            rank=rank[pk],
-            model=model,
-            cache_key=key,
-            cache_ttl=ttl,
-            waited_s=(at[1] - at[0]).total_seconds(),
-        )
+    for endpoint_id, ids in chosen.items():
+        target = targets[endpoint_id]
+        sql = _CLAIM_SQL.format(ids=placeholders(ids), table="{table}", columns="{columns}")
+        for row in rows_read(Job, _CLAIMED, sql, [endpoint_id, token, expires, started, *ids]):
+            pk, kind, payload, attempts, max_attempts, owner, tokens, model, key, ttl, *at = row
+            claims[pk] = Claim(
+                job_id=pk,
+                token=token,
+                kind=kind,
+                payload=payload,
+                attempt=attempts,
+                max_attempts=max_attempts,
+                target=target,
+                owner_id=owner,
+                tokens_estimate=tokens,
+                tokens_charged=pk in charged,
+                rank=rank[pk],
+                model=model,
+                cache_key=key,
+                cache_ttl=ttl,
+                waited_s=(at[1] - at[0]).total_seconds(),
+            )
     return [claims[pk] for pk in order if pk in claims]  # in the order they were chosen
+
+
+# The claim's SQL, written once (``llmqueue.rows``): the step runs it every few milliseconds.
+# The statuses are literals so that SQLite matches the partial index job_claim.
+_CANDIDATE = ("id", "priority", "fair_seq", "owner", "tokens_estimate", "pinned_endpoint")
+_CLAIMED = (
+    "id",
+    "kind",
+    "payload",
+    "attempts",
+    "max_attempts",
+    "owner",
+    "tokens_estimate",
+    "model",
+    "cache_key",
+    "cache_ttl",
+    "created_at",
+    "started_at",
+)
+
+
+def _literals(statuses: Iterable[Status]) -> str:
+    return ", ".join(f"'{s.value}'" for s in statuses)
+
+
+_CLAIM_SQL = (
+    f"UPDATE {{table}} SET status = '{Status.RUNNING.value}', endpoint_id = %s, "
+    "lease_token = %s, lease_expires_at = %s, attempts = attempts + 1, "
+    "started_at = COALESCE(started_at, %s) "
+    f"WHERE id IN ({{ids}}) AND status IN ({_literals(ALLOWED['claim'])}) RETURNING {{columns}}"
+)
+
+
+def _candidates_sql() -> str:
+    sql = (
+        f"SELECT {{columns}} FROM {{table}} WHERE status = '{Status.QUEUED.value}' AND model = %s "
+        "AND available_at <= %s AND follows_id IS NULL "
+        "ORDER BY priority DESC, fair_seq, id LIMIT %s"
+    )
+    if connection.features.has_select_for_update_skip_locked:
+        sql += " FOR UPDATE SKIP LOCKED"
+    return sql
 
 
 def jobs_renew(*, tokens: Iterable[str], lease_s: float | None = None) -> int:
@@ -317,13 +342,18 @@ def jobs_record(results: Sequence[AttemptResult]) -> None:
 def _succeed_many(results: Sequence[AttemptResult], *, now: dt.datetime) -> list[AttemptResult]:
     """running -> succeeded for many jobs at once; returns the results whose fence held.
 
-    The hot path of every drain step, so one statement run for all rows (``llmqueue.rows``)
-    rather than an ORM update each: 0.03 ms a job instead of 0.26 (bench/throughput.py).
-    The winners are read first, under lock (PostgreSQL: FOR UPDATE; SQLite: the step's
-    IMMEDIATE transaction), and the UPDATE keeps the same fence in its WHERE clause.
+    The hot path of every drain step, so one statement run for all rows (``llmqueue.rows``),
+    each row fenced by its lease in the WHERE clause. Nearly always every fence holds, which
+    the count of changed rows tells; when one did not (its lease was lost), the writes are
+    undone and redone for the jobs whose fence is read to hold, under lock (PostgreSQL:
+    FOR UPDATE; SQLite: the step's IMMEDIATE transaction).
     """
     if not results:
         return []
+    with contextlib.suppress(_FenceLost), transaction.atomic():
+        if _succeed_rows(results, now=now) != len(results):
+            raise _FenceLost  # rolls back to the savepoint
+        return list(results)
     fenced = Job.objects.filter(
         pk__in=[r.claim.job_id for r in results],
         status=Status.RUNNING,
@@ -331,7 +361,16 @@ def _succeed_many(results: Sequence[AttemptResult], *, now: dt.datetime) -> list
     ).order_by()
     held = set(fenced.select_for_update().values_list("pk", "lease_token"))
     won = [r for r in results if (r.claim.job_id, r.claim.token) in held]
-    rows_update(
+    _succeed_rows(won, now=now)
+    return won
+
+
+class _FenceLost(Exception):
+    pass
+
+
+def _succeed_rows(results: Sequence[AttemptResult], *, now: dt.datetime) -> int:
+    return rows_update(
         Job,
         assign=_SUCCEED_SET,
         where=("id", "status", "lease_token"),
@@ -348,10 +387,9 @@ def _succeed_many(results: Sequence[AttemptResult], *, now: dt.datetime) -> list
                 Status.RUNNING.value,
                 r.claim.token,
             )
-            for r in won
+            for r in results
         ),
     )
-    return won
 
 
 def jobs_release(*, claims: Iterable[Claim]) -> int:

@@ -26,6 +26,7 @@ from llmqueue.cache import (
 )
 from llmqueue.jobs.states import ALLOWED
 from llmqueue.models import Job, Status
+from llmqueue.rows import placeholders, rows_read
 
 
 def cache_wanted(jobs: Iterable[Job]) -> dict[str, int | None]:
@@ -175,11 +176,14 @@ def followers_release(leader_ids: list[int], *, now: dt.datetime) -> int:
 def _followers(leader_ids: list[int] | None = None) -> list[int]:
     """The ids of these leaders' followers (None: of any leader's). Looked up alone first:
     asked in one statement with a status guard, SQLite's planner walks the status index over
-    the whole queue instead of the small partial index job_followers."""
-    found = Job.objects.filter(follows__isnull=False).order_by()
+    the whole queue instead of the small partial index job_followers. Its SQL is written once
+    (``llmqueue.rows``): every drain step runs it."""
+    sql = "SELECT {columns} FROM {table} WHERE follows_id IS NOT NULL"
     if leader_ids is not None:
-        found = found.filter(follows_id__in=leader_ids)
-    return list(found.values_list("pk", flat=True))
+        if not leader_ids:
+            return []
+        sql += f" AND follows_id IN ({placeholders(leader_ids)})"
+    return [pk for (pk,) in rows_read(Job, ("id",), sql, leader_ids or ())]
 
 
 def leaders_settle(
