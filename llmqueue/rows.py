@@ -78,12 +78,14 @@ def rows_insert(
     *,
     conflict: Sequence[str] = (),
     update: Sequence[str] = (),
+    prepared: bool = False,
 ) -> None:
     """INSERT each row (values in the order of ``fields``). With ``conflict`` (the columns of
     a unique constraint) and ``update``, a row whose key exists updates those columns instead.
+    ``prepared``: the values are already as the fields store them.
     """
     columns = _columns(model, fields)
-    params = _prepared(columns, rows)
+    params = list(rows) if prepared else _prepared(columns, rows)
     if not params:
         return
     ops = connection.ops
@@ -176,20 +178,33 @@ def rows_read(
     return rows
 
 
-def instances_insert(objs: Sequence[models.Model]) -> None:
-    """INSERT unsaved model instances of one model, every concrete field but the primary key
-    (``pre_save`` applied, as ``save`` would). Their ids do not come back: find them by what
-    the caller knows (``llmqueue.jobs.submit`` reads a new batch's ids in insertion order).
+class InstancesInsert:
+    """An INSERT of unsaved model instances of one model: every concrete field but the primary
+    key (``pre_save`` applied, as ``save`` would). Prepared when made, which a caller can do
+    before it takes a lock, but for the ``late`` fields: those it may still set, and they are
+    read when ``run`` writes. Ids do not come back: find them by what the caller knows
+    (``llmqueue.jobs.submit`` reads a new batch's ids in insertion order).
     """
-    if not objs:
-        return
-    model = type(objs[0])
-    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
-    rows_insert(
-        model,
-        [f.name for f in fields],
-        ([f.pre_save(obj, True) for f in fields] for obj in objs),
-    )
+
+    def __init__(self, objs: Sequence[models.Model], *, late: Sequence[str] = ()) -> None:
+        self.model = type(objs[0]) if objs else models.Model
+        fields = [f for f in self.model._meta.concrete_fields if not f.primary_key]
+        self.early = [f for f in fields if f.name not in late]
+        self.late = [f for f in fields if f.name in late]
+        rows = _prepared(self.early, ([f.pre_save(o, True) for f in self.early] for o in objs))
+        self.rows = {id(o): row for o, row in zip(objs, rows, strict=True)}
+
+    def run(self, objs: Sequence[models.Model]) -> None:
+        """Write these instances (all prepared by this insert) now."""
+        if not objs:
+            return
+        late = _prepared(self.late, ([f.pre_save(o, True) for f in self.late] for o in objs))
+        rows_insert(
+            self.model,
+            [f.name for f in (*self.early, *self.late)],
+            ([*self.rows[id(o)], *row] for o, row in zip(objs, late, strict=True)),
+            prepared=True,
+        )
 
 
 def instances_read(model: type[M], sql: str, params: Sequence[Any] = ()) -> list[M]:

@@ -10,8 +10,8 @@ from django.utils import timezone
 from llmqueue.jobs import jobs_submit_many
 from llmqueue.models import Batch, CacheEntry, Job, Status
 from llmqueue.rows import (
+    InstancesInsert,
     db_param,
-    instances_insert,
     instances_read,
     rows_insert,
     rows_read,
@@ -71,15 +71,19 @@ def test_update_changes_only_rows_whose_fence_holds():
     assert changed == 1  # all statements together: what the drain's fence check counts on
 
 
-def test_instances_insert_saves_every_field():
+def test_instances_insert_saves_every_field_and_reads_the_late_ones_when_it_runs():
     owner = make_user()
     batch = Batch.objects.create(owner=owner)
     now = timezone.now()
     job = Job(owner=owner, batch=batch, model="m", payload={"model": "m"}, created_at=now)
     job.available_at = now
-    instances_insert([job])
+    insert = InstancesInsert([job], late=["status", "fair_seq"])
+    job.payload = {"model": "changed"}  # not late: prepared already
+    job.status, job.fair_seq = Status.SUCCEEDED, 7
+    insert.run([job])
     saved = Job.objects.get(batch=batch)
-    assert saved.payload == {"model": "m"} and saved.status == Status.QUEUED
+    assert saved.payload == {"model": "m"}
+    assert saved.status == Status.SUCCEEDED and saved.fair_seq == 7
     assert saved.created_at == now and saved.max_attempts == job.max_attempts
 
 
