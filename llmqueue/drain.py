@@ -5,7 +5,8 @@ It never waits for a batch: each time calls finish, one short transaction writes
 outcomes and claims as many new jobs as there are free places, so every place stays busy.
 
 Who starts drains:
-- a submission, once it commits (``drain_wake``), when no live drain would see the job;
+- a submission, once it commits (``drain_wake``), when no live drain would see its jobs: one
+  drain, or as many as a big submission fills, up to the fleet's slots;
 - a drain that fills all its places, every few seconds, while the fleet has a free slot, so
   that other workers (on this host or another) join in while a backlog lasts;
 - a drain that reaches its maximum life with work left hands over to a fresh task;
@@ -91,11 +92,17 @@ def drain_spread() -> None:
         connections.close_all()
 
 
-def drain_wake() -> None:
-    """Start a drain unless a live one will see the queue anyway. Cheap: one small query."""
+def drain_wake(jobs: int = 1) -> None:
+    """Start drains unless a live one will see the queue anyway (and spread, if it is full):
+    one, or for a big submission as many as its jobs fill, up to the fleet's slots, so that
+    they start together rather than one after another. Cheap: one or two small queries."""
     try:
         if slots_live() == 0:
-            _enqueue_drain()
+            fills = -(-jobs // max(1, int(conf.DRAIN_CONCURRENCY)))
+            if fills > 1:
+                fills = min(fills, conf.DRAINS_PER_HOST * max(1, slot_hosts()))
+            for _ in range(max(1, fills)):
+                _enqueue_drain()
     except Exception:  # a wake is a hint; the housekeeping schedule is the net under it
         log.exception("could not wake a drain")
 

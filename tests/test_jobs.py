@@ -7,6 +7,7 @@ import datetime as dt
 import pytest
 from django.db import transaction
 from django.utils import timezone
+from django_q.brokers import get_broker
 
 from llmqueue.errors import ModelNotServed, TransitionError
 from llmqueue.jobs import (
@@ -74,6 +75,21 @@ def test_bulk_is_all_or_nothing(user, echo_endpoint):
     batch, jobs = jobs_submit_many(owner=user, specs=[chat_spec(str(i)) for i in range(5)])
     assert [j.batch_id for j in jobs] == [batch.pk] * 5
     assert Job.objects.count() == 5
+
+
+def test_a_submission_wakes_as_many_drains_as_its_jobs_fill(
+    user, echo_endpoint, settings, django_capture_on_commit_callbacks
+):
+    settings.LLMQUEUE = {"DRAIN_CONCURRENCY": 4}
+    settings.LLMQUEUE_DRAINS_PER_HOST = 2
+    broker = get_broker()
+    before = broker.queue_size()
+    with django_capture_on_commit_callbacks(execute=True):
+        jobs_submit_many(owner=user, specs=[chat_spec() for _ in range(9)])
+    assert broker.queue_size() - before == 2  # 9 jobs fill 3 drains of 4; the host has 2 slots
+    with django_capture_on_commit_callbacks(execute=True):
+        job_submit(owner=user, spec=chat_spec())
+    assert broker.queue_size() - before == 3  # one job: one drain
 
 
 def test_claim_orders_by_priority_then_age(user, echo_endpoint):

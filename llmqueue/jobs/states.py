@@ -39,8 +39,9 @@ def guarded_transition(job_id: int, action: str, extra: Q | None = None, **value
         raise TransitionError(job_id, action, status)
 
 
-def wake_on_commit() -> None:
-    """Wake a drain once the current transaction commits (its jobs are visible by then)."""
+def wake_on_commit(jobs: int = 1) -> None:
+    """Wake drains for ``jobs`` new jobs once the current transaction commits (they are
+    visible by then)."""
     from llmqueue.drain import drain_wake
 
-    transaction.on_commit(drain_wake)
+    transaction.on_commit(lambda: drain_wake(jobs=jobs))

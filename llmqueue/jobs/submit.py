@@ -209,5 +209,5 @@ def _after_submit(jobs: list[Job]) -> None:
     if followers:
         transaction.on_commit(lambda: cache_metrics.FOLLOWERS.inc(followers))
     # A hit needs no drain, and a follower waits for its leader's.
-    if any(j.status == Status.QUEUED and j.follows_id is None for j in jobs):
-        wake_on_commit()
+    if waiting := sum(1 for j in jobs if j.status == Status.QUEUED and j.follows_id is None):
+        wake_on_commit(waiting)
