@@ -363,7 +363,11 @@ def run_shape(
     elapsed = (t1 - t0).total_seconds()
     submit_s = (t_submitted - t0).total_seconds()
     during = jobs.filter(finished_at__lte=t_submitted).count()
+    per_half_s: dict[int, int] = defaultdict(int)  # jobs finished in each half second
+    for at in jobs.values_list("finished_at", flat=True).iterator():
+        per_half_s[int((at - t0).total_seconds() * 2)] += 1
     return {
+        "finished_per_half_s": [per_half_s[i] for i in range(max(per_half_s) + 1)],
         "during_submit_per_s": round(during / submit_s, 1),
         "after_submit_per_s": round((agg["n"] - during) / max(1e-3, elapsed - submit_s), 1),
         "first_claim_s": round((agg["first"] - t0).total_seconds(), 3),

@@ -32,6 +32,7 @@ from llmqueue.slots import (
     slots_live,
     stop_on_signals,
 )
+from llmqueue.upstream import tls_context
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ def endpoint_probe(endpoint: Endpoint) -> tuple[bool, str]:
             f"{endpoint.base_url.rstrip('/')}/models",
             headers=headers,
             timeout=conf.HEALTH_TIMEOUT_S,
+            verify=tls_context(),  # a new one each check cost ~46 ms of CPU
         )
     except httpx.HTTPError as exc:
         return False, f"health check: {type(exc).__name__}: {exc}"[:500]

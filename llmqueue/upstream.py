@@ -157,14 +157,14 @@ def classify(
 
 
 def aiohttp_transport(limits: httpx.Limits) -> httpx.AsyncBaseTransport:
-    return AiohttpTransport(limits=limits, verify=_tls())
+    return AiohttpTransport(limits=limits, verify=tls_context())
 
 
 @functools.cache
-def _tls() -> ssl.SSLContext:
-    """One TLS context per process, as httpx makes it (certifi's CA bundle, or SSL_CERT_FILE):
-    making one reads the bundle, ~46 ms of CPU, which every new drain's first call waited for.
-    """
+def tls_context() -> ssl.SSLContext:
+    """One TLS context per process, as httpx makes it (certifi's CA bundle, or SSL_CERT_FILE),
+    for the calls and the health checks: making one reads the bundle, ~46 ms of CPU, which
+    every new drain's first call and every health check paid before."""
     return httpx.create_ssl_context()
 
 
