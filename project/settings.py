@@ -131,6 +131,9 @@ else:
 # task too, on one host at a time), and one stays free for housekeeping, so that busy drains
 # never starve the schedules.
 LLMQUEUE_DRAINS_PER_HOST = int(os.environ.get("LLMQUEUE_DRAINS_PER_HOST", "2"))
+# llmqueue's own settings by name, over the LLMQUEUE_* environment (llmqueue/conf.py); tests
+# override them here. Defined, even empty: a missing setting costs an exception on every read.
+LLMQUEUE: dict[str, object] = {}
 Q_CLUSTER = {
     "name": os.environ.get("Q_CLUSTER_NAME", "llmqueue"),
     "workers": LLMQUEUE_DRAINS_PER_HOST + 2,

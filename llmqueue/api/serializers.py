@@ -101,6 +101,10 @@ class BulkSubmitSerializer(serializers.Serializer):
         return specs
 
 
+#: how the API writes a datetime (DRF's ISO 8601, in UTC with a Z)
+_DATETIME = serializers.DateTimeField()
+
+
 class JobSerializer(serializers.ModelSerializer):
     endpoint = serializers.SlugRelatedField(slug_field="name", read_only=True)
     batch = serializers.PrimaryKeyRelatedField(read_only=True)
@@ -126,6 +130,30 @@ class JobSerializer(serializers.ModelSerializer):
             "batch",
         ]
         read_only_fields = fields
+
+    def to_representation(self, job: Job) -> dict[str, Any]:
+        """What the fields above give, built directly: a bulk submission answers with up to
+        1,000 jobs, and DRF's field-by-field walk cost ~0.1 ms a job of the request's ~0.45
+        (tests/api/test_jobs_api.py compares the two)."""
+        when = _DATETIME.to_representation
+        return {
+            "id": job.pk,
+            "status": str(job.status),
+            "kind": str(job.kind),
+            "priority": job.priority,
+            "payload": job.payload,
+            "result": job.result,
+            "error": job.error,
+            "attempts": job.attempts,
+            "max_attempts": job.max_attempts,
+            "endpoint": job.endpoint.name if job.endpoint_id is not None else None,
+            "cache_hit": job.cache_hit,
+            "created_at": when(job.created_at),
+            "started_at": when(job.started_at),
+            "finished_at": when(job.finished_at),
+            "idempotency_key": job.idempotency_key,
+            "batch": job.batch_id,
+        }
 
 
 class EndpointSerializer(serializers.ModelSerializer):

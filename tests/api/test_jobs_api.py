@@ -9,9 +9,12 @@ import time
 import pytest
 from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from rest_framework import serializers
 from rest_framework.test import APIClient
 
-from llmqueue.jobs import job_submit
+from llmqueue.api.serializers import JobSerializer
+from llmqueue.jobs import job_submit, jobs_submit_many
 from llmqueue.models import Job, Status
 from tests.factories import chat_payload, chat_spec
 
@@ -147,6 +150,33 @@ def test_bulk_of_1000_does_not_query_per_job(api, echo_endpoint):
     assert r.status_code == 201 and len(r.json()["jobs"]) == 1000
     # batched inserts: SQLite's 999-parameter cap makes ~20 of them, PostgreSQL 2
     assert len(ctx.captured_queries) < 50
+
+
+def test_a_job_reads_as_drf_would_build_it(user, echo_endpoint):
+    # JobSerializer builds its answer directly; DRF's own field-by-field walk over the same
+    # fields must give the same, for every state a job can be in.
+    class Generic(serializers.ModelSerializer):
+        endpoint = serializers.SlugRelatedField(slug_field="name", read_only=True)
+        batch = serializers.PrimaryKeyRelatedField(read_only=True)
+
+        class Meta(JobSerializer.Meta):
+            pass
+
+    queued = job_submit(owner=user, spec=chat_spec(idempotency_key="k1"))[0]
+    _, (in_batch,) = jobs_submit_many(owner=user, specs=[chat_spec()])
+    done = job_submit(owner=user, spec=chat_spec())[0]
+    Job.objects.filter(pk=done.pk).update(
+        status=Status.SUCCEEDED,
+        endpoint=echo_endpoint,
+        result={"choices": [{"text": "é"}]},
+        started_at=timezone.now(),
+        finished_at=timezone.now(),
+        attempts=2,
+    )
+    for job in (queued, in_batch, Job.objects.get(pk=done.pk), Job.objects.get(pk=queued.pk)):
+        assert JobSerializer(job).data == Generic(job).data
+    jobs = list(Job.objects.all())
+    assert JobSerializer(jobs, many=True).data == Generic(jobs, many=True).data
 
 
 def test_list_is_mine_newest_first_and_filters(api, user, other_user, echo_endpoint):
