@@ -7,7 +7,7 @@ per value; measured on a 32-row step, that is 0.12 ms a row against 0.014 ms her
 through each field's ``get_db_prep_save``, so JSON and datetimes are stored exactly as the
 ORM stores them, on SQLite and on PostgreSQL (psycopg 3 pipelines an ``executemany``).
 No signals and no returned ids: for rows nobody reads back by id in the same step, or whose
-ids the caller finds itself (``instances_insert``).
+ids the caller finds itself (``InstancesInsert``).
 
 ``rows_read`` is the read side, for the drain's step, which reads the same few shapes every
 few milliseconds: a QuerySet builds and compiles its SQL on every run (~0.7 ms on this kind
