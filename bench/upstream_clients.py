@@ -156,9 +156,14 @@ class HttpxTransport(Client):
     def __init__(self, inflight: int) -> None:
         self.transport = AiohttpTransport(limits=_limits(inflight))
         self.timeout = httpx.Timeout(60.0).as_dict()
+        self.urls: dict[str, httpx.URL] = {}  # parsed once, as llmqueue.upstream's routes do
 
     async def post(self, url: str, body: dict[str, Any]) -> Any:
-        request = httpx.Request("POST", url, json=body, extensions={"timeout": self.timeout})
+        if url not in self.urls:
+            self.urls[url] = httpx.URL(url)
+        request = httpx.Request(
+            "POST", self.urls[url], json=body, extensions={"timeout": self.timeout}
+        )
         response = await self.transport.handle_async_request(request)
         try:
             await response.aread()
