@@ -3,6 +3,7 @@
     .venv/bin/python bench/throughput.py [--jobs 5000] [--inflight 64] [--workers 1]
         [--latency-ms 100] [--timeout 300] [--idle-samples 10] [--ceiling-calls N]
         [--database-url postgres://...] [--redis redis://...] [--profile stacks.txt]
+        [--repeat N]
 
 One run, from the repository root's code:
 
@@ -29,7 +30,9 @@ With ``--profile FILE`` (needs ``.venv/bin/pip install py-spy``), py-spy samples
 during step 4 and writes collapsed stacks (for flamegraph.pl or speedscope) to FILE; the numbers
 of such a run are not comparable with the others.
 
-Prints a table and one ``RESULT {json}`` line. Everything started is stopped at the end.
+Prints a table and one ``RESULT {json}`` line. Everything started is stopped at the end. With
+``--repeat N``, N such runs, one process each, then the median and range of each figure and a
+``SUMMARY {json}`` line.
 """
 
 from __future__ import annotations
@@ -589,6 +592,52 @@ def print_summary(r: dict[str, Any]) -> None:
     print("RESULT " + json.dumps(r))
 
 
+#: what ``--repeat`` sums up: the run's figures that vary from run to run
+REPEATED = (
+    "jobs_per_s",
+    "ceiling_calls_per_s",
+    "ratio",
+    "worker_cpu_ms_per_job",
+    "first_claim_s",
+    "during_submit_per_s",
+    "after_submit_per_s",
+)
+
+
+def repeat(times: int) -> None:
+    """Run this script ``times`` times with the same options, one process each (a fresh
+    database, stand-in and cluster each time), then print the median and range of each
+    figure: on a shared 2-core machine one run's ratio moves by several points."""
+    argv = sys.argv[1:]
+    if "--repeat" in argv:  # "--repeat N"
+        i = argv.index("--repeat")
+        del argv[i : i + 2]
+    argv = [a for a in argv if not a.startswith("--repeat=")]
+    results = []
+    for n in range(times):
+        out = subprocess.run(
+            [sys.executable, __file__, *argv], capture_output=True, text=True, check=True
+        ).stdout
+        line = next(x for x in out.splitlines() if x.startswith("RESULT "))
+        results.append(json.loads(line.removeprefix("RESULT ")))
+        r = results[-1]
+        print(
+            f"run {n + 1}: {r['jobs_per_s']:.0f} jobs/s, ratio {r['ratio']:.2f}, "
+            f"{r['worker_cpu_ms_per_job']:.2f} ms CPU/job, first claim {r['first_claim_s']:.2f} s"
+        )
+    summary = {
+        key: {
+            "median": statistics.median(r[key] for r in results),
+            "min": min(r[key] for r in results),
+            "max": max(r[key] for r in results),
+        }
+        for key in REPEATED
+    }
+    for key, s in summary.items():
+        print(f"{key:<24} median {s['median']:g} (min {s['min']:g}, max {s['max']:g})")
+    print("SUMMARY " + json.dumps({"runs": times, "code": code_version(), **summary}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=5000)
@@ -603,9 +652,15 @@ def main() -> None:
     parser.add_argument(
         "--profile", default="", metavar="FILE", help="py-spy raw stacks of the cluster, timed part"
     )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs, each in a fresh process; prints the median"
+    )
     args = parser.parse_args()
     if args.latency_ms <= 0:
         parser.error("--latency-ms must be positive: the ideal rate is in-flight / latency")
+    if args.repeat > 1:
+        repeat(args.repeat)
+        return
     tmp = Path(tempfile.mkdtemp(prefix="llmqueue-bench-"))
     try:
         print_summary(run(args, tmp))
