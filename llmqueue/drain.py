@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 
 DRAIN_TASK = "llmqueue.drain.drain"
 #: how long a drain with a healthy reserve lets finished calls gather before a step. A step
-#: costs ~13 ms of CPU however small, plus ~0.35 ms a job (bench/step.py), so longer gathers
+#: costs ~3 ms of CPU however small, plus ~0.18 ms a job (bench/step.py), so longer gathers
 #: cost less per job; but every step a new job waits for is delay for it: with 50 ms and a
 #: reserve of one concurrency, a small user's 20 jobs waited for 220-300 of a big backlog's
 #: instead of 160-200 (tests/integration/test_limits.py), so both stay small

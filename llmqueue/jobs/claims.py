@@ -153,7 +153,7 @@ def jobs_claim(*, limit: int, lease_s: float | None = None) -> list[Claim]:
     claims: dict[int, Claim] = {}
     for endpoint_id, ids in chosen.items():
         target = targets[endpoint_id]
-        sql = _CLAIM_SQL.format(ids=placeholders(ids), table="{table}", columns="{columns}")
+        sql = _CLAIM_SQL.replace("{ids}", placeholders(ids))
         for row in rows_read(Job, _CLAIMED, sql, [endpoint_id, token, expires, started, *ids]):
             pk, kind, payload, attempts, max_attempts, owner, tokens, model, key, ttl, *at = row
             claims[pk] = Claim(
