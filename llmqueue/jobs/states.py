@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from django.db import transaction
@@ -28,10 +29,23 @@ ALLOWED: dict[str, tuple[Status, ...]] = {
 RELEASE_LEASE = {"lease_token": None, "lease_expires_at": None}
 
 
+def may_start(action: str) -> Q:
+    """The jobs in a state ``action`` may start from. One state is an equality: SQLite matches
+    a partial index (job_running, job_next_due...) against "status = ?", never "status IN (?)"."""
+    states = ALLOWED[action]
+    return Q(status=states[0]) if len(states) == 1 else Q(status__in=states)
+
+
+def status_literals(statuses: Iterable[Status]) -> str:
+    """``'queued', 'running'``: statuses as SQL literals, for SQL written once (``llmqueue.rows``)
+    that must match a partial index over more than one status (job_cache_leader)."""
+    return ", ".join(f"'{Status(s).value}'" for s in statuses)
+
+
 def guarded_transition(job_id: int, action: str, extra: Q | None = None, **values: Any) -> None:
     """Apply ``values`` to one job if it is in a state ``action`` may start from (and matches
     ``extra``); raise TransitionError, naming the state it is in, if not."""
-    guard = Q(pk=job_id, status__in=ALLOWED[action])
+    guard = Q(pk=job_id) & may_start(action)
     if extra is not None:
         guard &= extra
     if Job.objects.filter(guard).update(**values) != 1:
