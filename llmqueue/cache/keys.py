@@ -53,6 +53,11 @@ def model_is_shared(model: str, shared_models: str | Iterable[str]) -> bool:
 
     ``shared_models`` is a list, or a comma-separated string (as an environment variable is).
     """
-    names = shared_models.split(",") if isinstance(shared_models, str) else shared_models
-    wanted = {n.strip() for n in names if n and n.strip()}
+    wanted = shared_model_names(shared_models)
     return "*" in wanted or model in wanted
+
+
+def shared_model_names(shared_models: str | Iterable[str]) -> frozenset[str]:
+    """The names in a ``CACHE_SHARED_MODELS`` value (a list, or a comma-separated string)."""
+    names = shared_models.split(",") if isinstance(shared_models, str) else shared_models
+    return frozenset(n.strip() for n in names if n and n.strip())

@@ -1,6 +1,6 @@
 """The response cache's services: keys for jobs, lookups through the levels, the database level.
 
-    key = cache_key_for(owner_id=user.pk, kind="chat", payload=payload, cache=True)  # or None
+    key = cache_keys_for(owner_id=user.pk)("chat", payload, True)  # or None
     found = cache_lookup_many({key: max_age_s})     # reads only, outside any transaction
     with transaction.atomic():
         hits = cache_confirm({key: max_age_s}, found, now=now)   # confirmed and counted
@@ -20,7 +20,7 @@ import dataclasses
 import datetime as dt
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from django.db import transaction
@@ -29,7 +29,13 @@ from django.utils import timezone
 
 from llmqueue.cache import metrics
 from llmqueue.cache.eviction import Every, lru_victims
-from llmqueue.cache.keys import cache_key, cache_scope, key_owner_id, model_is_shared
+from llmqueue.cache.keys import (
+    cache_key,
+    cache_scope,
+    key_owner_id,
+    model_is_shared,
+    shared_model_names,
+)
 from llmqueue.cache.levels import (
     CachedAnswer,
     local_drop,
@@ -47,19 +53,23 @@ from llmqueue.rows import rows_insert
 CHUNK = 500
 
 
-def cache_key_for(
-    *, owner_id: int, kind: str, payload: Mapping[str, Any], cache: bool
-) -> str | None:
-    """The cache key of a job, or None when the job must not use the cache.
-
-    Scoped to the owner unless the payload's model is in ``CACHE_SHARED_MODELS``.
+def cache_keys_for(*, owner_id: int) -> Callable[[str, Mapping[str, Any], bool], str | None]:
+    """``key(kind, payload, cache)``: the cache key of one of this owner's jobs, or None when
+    the job must not use the cache. Scoped to the owner unless the payload's model is in
+    ``CACHE_SHARED_MODELS``. The settings are read once, for all the jobs of a submission.
     """
-    if not cache or not conf.CACHE_ENABLED:
-        return None
-    shared = model_is_shared(str(payload.get("model", "")), conf.CACHE_SHARED_MODELS)
-    return cache_key(
-        scope=cache_scope(owner_id=owner_id, shared=shared), kind=kind, payload=payload
-    )
+    enabled = conf.CACHE_ENABLED
+    shared_models = shared_model_names(conf.CACHE_SHARED_MODELS)
+    own = cache_scope(owner_id=owner_id, shared=False)
+    shared = cache_scope(owner_id=owner_id, shared=True)
+
+    def key(kind: str, payload: Mapping[str, Any], cache: bool) -> str | None:
+        if not cache or not enabled:
+            return None
+        is_shared = model_is_shared(str(payload.get("model", "")), shared_models)
+        return cache_key(scope=shared if is_shared else own, kind=kind, payload=payload)
+
+    return key
 
 
 def _fresh(answer: CachedAnswer, max_age_s: int | None, now: dt.datetime) -> bool:

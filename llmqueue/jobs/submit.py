@@ -12,10 +12,7 @@ from django.utils import timezone
 
 from llmqueue import metrics
 from llmqueue.buckets import estimate_tokens
-from llmqueue.cache import (
-    cache_key_for,
-    cache_lookup_many,
-)
+from llmqueue.cache import cache_keys_for, cache_lookup_many
 from llmqueue.cache import metrics as cache_metrics
 from llmqueue.conf import conf
 from llmqueue.errors import ModelNotServed
@@ -61,26 +58,31 @@ def _check_served(models: Iterable[str]) -> None:
             raise ModelNotServed(model, served)
 
 
-def _new_job(*, owner: Any, spec: JobSpec, batch: Batch | None, now: dt.datetime) -> Job:
-    return Job(
-        owner=owner,
-        batch=batch,
-        kind=spec.kind,
-        model=spec.payload["model"],
-        payload=spec.payload,
-        priority=spec.priority,
-        max_attempts=spec.max_attempts or conf.MAX_ATTEMPTS,
-        idempotency_key=spec.idempotency_key,
-        cache=spec.cache,
-        created_at=now,
-        available_at=now,
-        custom_id=spec.custom_id,
-        tokens_estimate=estimate_tokens(spec.kind, spec.payload),
-        cache_key=cache_key_for(
-            owner_id=owner.pk, kind=spec.kind, payload=spec.payload, cache=spec.cache
-        ),
-        cache_ttl=spec.cache_ttl,
-    )
+def _new_jobs(*, owner: Any, specs: Iterable[JobSpec], now: dt.datetime) -> list[Job]:
+    """Unsaved jobs of ``owner`` (its id: no related object to set on each), with what is
+    decided before any lock: the estimate, the cache key. Settings are read once."""
+    max_attempts = conf.MAX_ATTEMPTS
+    key = cache_keys_for(owner_id=owner.pk)
+    return [
+        Job(
+            owner_id=owner.pk,
+            batch_id=None,
+            kind=spec.kind,
+            model=spec.payload["model"],
+            payload=spec.payload,
+            priority=spec.priority,
+            max_attempts=spec.max_attempts or max_attempts,
+            idempotency_key=spec.idempotency_key,
+            cache=spec.cache,
+            created_at=now,
+            available_at=now,
+            custom_id=spec.custom_id,
+            tokens_estimate=estimate_tokens(spec.kind, spec.payload),
+            cache_key=key(spec.kind, spec.payload, spec.cache),
+            cache_ttl=spec.cache_ttl,
+        )
+        for spec in specs
+    ]
 
 
 def job_submit(*, owner: Any, spec: JobSpec) -> tuple[Job, bool]:
@@ -98,7 +100,7 @@ def job_submit(*, owner: Any, spec: JobSpec) -> tuple[Job, bool]:
             return existing, False
     _check_served([spec.payload["model"]])
     now = timezone.now()
-    job = _new_job(owner=owner, spec=spec, batch=None, now=now)
+    (job,) = _new_jobs(owner=owner, specs=[spec], now=now)
     wanted = cache_wanted([job])
     found = cache_lookup_many(wanted, now=now) if wanted else {}  # before locking anything
     try:
@@ -133,11 +135,9 @@ def jobs_submit_many(
         else {}
     )
     now = timezone.now()
-    fresh = [
-        _new_job(owner=owner, spec=s, batch=None, now=now)
-        for s in specs
-        if s.idempotency_key not in existing
-    ]
+    fresh = _new_jobs(
+        owner=owner, specs=[s for s in specs if s.idempotency_key not in existing], now=now
+    )
     wanted = cache_wanted(fresh)
     found = cache_lookup_many(wanted, now=now) if wanted else {}  # before locking anything
     # Prepared before the lock too, but for the fields decided under it: preparing them was
@@ -147,7 +147,7 @@ def jobs_submit_many(
         _admit(owner, fresh)
         batch = Batch.objects.create(owner=owner, name=name)
         for job in fresh:
-            job.batch = batch
+            job.batch_id = batch.pk
         twins = by_cache(fresh, wanted, found, now=now, single=False) if wanted else []
         # Leaders first: a twin of this batch needs its leader's id.
         waiting = {id(follower) for follower, _ in twins}
