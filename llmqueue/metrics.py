@@ -161,6 +161,7 @@ class QueueStateCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         from llmqueue.dispatch import endpoint_in_flight
+        from llmqueue.jobs import queue_due_count
         from llmqueue.models import Endpoint, Job, Status
 
         now = timezone.now()
@@ -178,7 +179,9 @@ class QueueStateCollector(Collector):
         due = Job.objects.filter(status=Status.QUEUED, available_at__lte=now)
         oldest = due.aggregate(t=Min("available_at"))["t"]
         yield GaugeMetricFamily(
-            "llmqueue_queue_due", "Queued jobs whose time has come (not backing off).", due.count()
+            "llmqueue_queue_due",
+            "Queued jobs whose time has come (not backing off).",
+            queue_due_count(now),
         )
         yield GaugeMetricFamily(
             "llmqueue_queue_oldest_due_seconds",

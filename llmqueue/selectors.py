@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from llmqueue import metrics
 from llmqueue.dispatch import endpoint_in_flight
+from llmqueue.jobs import queue_due_count
 from llmqueue.models import TERMINAL, Batch, Endpoint, Job, Status, TokenBucket
 from llmqueue.timeseries import window_summary
 
@@ -63,7 +64,7 @@ def queue_stats(*, window_s: int = 300) -> dict[str, Any]:
         succeeded=Count("id", filter=Q(status=Status.SUCCEEDED)),
         hits=Count("id", filter=Q(status=Status.SUCCEEDED, cache_hit=True)),
     )
-    due = Job.objects.filter(status=Status.QUEUED, available_at__lte=now).count()
+    due = queue_due_count(now)
     return {
         "depth": depth,
         "due": due,

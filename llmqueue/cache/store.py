@@ -47,7 +47,7 @@ from llmqueue.cache.levels import (
 )
 from llmqueue.conf import conf
 from llmqueue.models import CacheEntry
-from llmqueue.rows import rows_insert
+from llmqueue.rows import db_param, placeholders, rows_insert, rows_read
 
 #: rows per statement where a list of keys goes into an IN (...)
 CHUNK = 500
@@ -84,10 +84,18 @@ def cache_lookup_db(
     """Like ``cache_lookup_many``, from the database level alone and uncounted."""
     keys = list(wanted)
     found = {}
+    alive = db_param(CacheEntry, "expires_at", now)
     for start in range(0, len(keys), CHUNK):
-        rows = CacheEntry.objects.filter(
-            key__in=keys[start : start + CHUNK], expires_at__gt=now
-        ).values_list("key", "response", "created_at", "expires_at", "size_bytes")
+        part = keys[start : start + CHUNK]
+        # SQL written once (llmqueue.rows): a submission runs this for all its keys, twice
+        # (the second time under the write lock, for answers stored meanwhile).
+        rows = rows_read(
+            CacheEntry,
+            ("key", "response", "created_at", "expires_at", "size_bytes"),
+            f'SELECT {{columns}} FROM {{table}} WHERE "key" IN ({placeholders(part)}) '
+            "AND expires_at > %s",
+            [*part, alive],
+        )
         for key, response, created_at, expires_at, size in rows:
             answer = CachedAnswer(key, response, created_at, expires_at, size, level="db")
             if _fresh(answer, wanted[key], now):

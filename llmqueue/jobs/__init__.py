@@ -32,6 +32,7 @@ from llmqueue.jobs.claims import (
     jobs_record,
     jobs_release,
     jobs_renew,
+    queue_due_count,
     queue_has_due,
     queue_next_due,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "jobs_renew",
     "jobs_retry",
     "jobs_submit_many",
+    "queue_due_count",
     "queue_has_due",
     "queue_next_due",
     "served_models",

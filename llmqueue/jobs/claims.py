@@ -462,6 +462,18 @@ def queue_has_due() -> bool:
     ).exists()
 
 
+def queue_due_count(now: dt.datetime) -> int:
+    """How many queued jobs are due (followers too: they wait for nothing but their leader).
+    The status is a literal: SQLite then counts from job_next_due alone (~30 ms at 300,000
+    due, against ~140 ms with the status as a parameter, which it checks in every row)."""
+    sql = (
+        f"SELECT COUNT(*) FROM {{table}} WHERE status = '{Status.QUEUED.value}' "
+        "AND available_at <= %s"
+    )
+    ((n,),) = rows_read(Job, (), sql, [db_param(Job, "available_at", now)])
+    return int(n)
+
+
 def queue_next_due() -> dt.datetime | None:
     """When the earliest queued job becomes claimable (None: the queue is empty)."""
     return (

@@ -135,7 +135,7 @@ def _leaders(keys: list[str], *, single: bool) -> dict[str, int]:
 
 
 #: a leader's states, as literals: SQLite matches the partial index job_cache_leader only
-#: then (with "status IN (?, ?)" it walked every queued job instead)
+#: then (with "status IN (?, ?)" it read every queued job, or every job, instead)
 _LEADING = status_literals((Status.QUEUED, Status.RUNNING))
 
 

@@ -20,6 +20,10 @@ class Migration(migrations.Migration):
             model_name="job",
             name="job_finished",
         ),
+        migrations.RemoveIndex(
+            model_name="job",
+            name="job_running",
+        ),
         # db_index=False on three foreign keys: on the database, only their indexes go (the
         # names Django gave them, on SQLite and PostgreSQL alike). As plain AlterFields,
         # SQLite would copy the whole job table three times.
@@ -75,7 +79,15 @@ class Migration(migrations.Migration):
         migrations.AddIndex(
             model_name="job",
             index=models.Index(
-                condition=models.Q(("status", "dead")), fields=["-id"], name="job_dead"
+                condition=models.Q(("status", "running")),
+                fields=["status", "endpoint", "lease_expires_at"],
+                name="job_running",
+            ),
+        ),
+        migrations.AddIndex(
+            model_name="job",
+            index=models.Index(
+                condition=models.Q(("status", "dead")), fields=["status"], name="job_dead"
             ),
         ),
         migrations.AddIndex(
