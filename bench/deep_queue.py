@@ -1,0 +1,168 @@
+"""What the hot operations cost with a deep queue: does anything walk it?
+
+    .venv/bin/python bench/deep_queue.py [--queued 300000] [--finished 100000]
+        [--database-url postgres://...]
+
+Fills a fresh database (SQLite by default, in a temp directory) with ``--queued`` queued
+cacheable chat jobs and ``--finished`` succeeded ones, of 10 users and 2 models, written
+directly (``llmqueue.rows``), then times each operation below three times and prints the
+median wall time, in ms: a submission of one job and of 1,000 (both hold the write lock on
+SQLite, which the drains wait for), a drain's claim of 32 and the recording of their
+outcomes, the drains' idle poll (the next due job), the reaper, a /metrics scrape's
+database gauges and the stats API's ``queue_stats``. ``tests/test_queue_scale.py`` checks
+the same operations for growth with the queue; this prints how much they cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+CHUNK = 20_000
+
+
+def configure(database_url: str | None, tmp: Path) -> None:
+    os.environ["DJANGO_SETTINGS_MODULE"] = "project.settings"
+    os.environ["DATABASE_URL"] = database_url or f"sqlite:///{tmp / 'deep.sqlite3'}"
+    os.environ.pop("REDIS_URL", None)
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0)
+
+
+def fill(queued: int, finished: int) -> list[Any]:
+    """The jobs, as submissions would have left them (without running each through one)."""
+    from django.contrib.auth import get_user_model
+    from django.db import transaction
+    from django.utils import timezone
+
+    from llmqueue.models import Endpoint, Job
+    from llmqueue.rows import InstancesInsert
+
+    users = [get_user_model().objects.create(username=f"deep-{i}") for i in range(10)]
+    Endpoint.objects.create(
+        name="deep", base_url="http://127.0.0.1:9/v1", served_models=["m0", "m1"]
+    )
+    now = timezone.now()
+    total = queued + finished
+    for start in range(0, total, CHUNK):
+        jobs = []
+        for i in range(start, min(total, start + CHUNK)):
+            owner = users[i % len(users)]
+            done = i >= queued
+            payload = {"model": f"m{i % 2}", "messages": [{"role": "user", "content": str(i)}]}
+            jobs.append(
+                Job(
+                    owner_id=owner.pk,
+                    kind="chat",
+                    model=payload["model"],
+                    payload=payload,
+                    priority=i % 10,
+                    created_at=now,
+                    available_at=now,
+                    tokens_estimate=10,
+                    cache_key=f"user:{owner.pk}/{hashlib.sha256(str(i).encode()).hexdigest()}",
+                    fair_seq=i,
+                    status="succeeded" if done else "queued",
+                    finished_at=now if done else None,
+                )
+            )
+        with transaction.atomic():
+            InstancesInsert(jobs).run(jobs)
+    return users
+
+
+def operations(user: Any) -> dict[str, Callable[[], Any]]:
+    from django.db import transaction
+    from django.utils import timezone
+
+    from llmqueue import metrics, selectors
+    from llmqueue.jobs import (
+        AttemptResult,
+        JobSpec,
+        job_submit,
+        jobs_claim,
+        jobs_reap,
+        jobs_record,
+        jobs_submit_many,
+        queue_next_due,
+    )
+    from llmqueue.models import Outcome
+
+    def spec() -> JobSpec:
+        text = f"new {time.monotonic_ns()}"
+        return JobSpec(
+            kind="chat", payload={"model": "m1", "messages": [{"role": "user", "content": text}]}
+        )
+
+    def claim_and_record() -> None:
+        with transaction.atomic():
+            claims = jobs_claim(limit=32)
+        body = {"choices": [{"message": {"role": "assistant", "content": "hi"}}]}
+        now = timezone.now()
+        with transaction.atomic():
+            jobs_record(
+                [
+                    AttemptResult(
+                        claim=c,
+                        started_at=now,
+                        duration_ms=1.0,
+                        outcome=Outcome.SUCCESS,
+                        http_status=200,
+                        body=body,
+                    )
+                    for c in claims
+                ]
+            )
+
+    return {
+        "submit 1 job": lambda: job_submit(owner=user, spec=spec()),
+        "submit 1,000 jobs (bulk)": lambda: jobs_submit_many(
+            owner=user, specs=[spec() for _ in range(1000)]
+        ),
+        "claim 32, record them": claim_and_record,
+        "next due (idle poll)": queue_next_due,
+        "reap": jobs_reap,
+        "scrape's gauges": lambda: list(metrics.QueueStateCollector().collect()),
+        "queue_stats (stats API)": selectors.queue_stats,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--queued", type=int, default=300_000)
+    parser.add_argument("--finished", type=int, default=100_000)
+    parser.add_argument("--database-url", help="a database used by nothing else (it is filled)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="llmqueue-deep-") as tmp:
+        configure(args.database_url, Path(tmp))
+        t = time.perf_counter()
+        users = fill(args.queued, args.finished)
+        print(
+            f"filled: {args.queued:,} queued, {args.finished:,} finished jobs "
+            f"in {time.perf_counter() - t:.1f} s"
+        )
+        for name, run in operations(users[3]).items():
+            times = []
+            for _ in range(3):
+                t = time.perf_counter()
+                run()
+                times.append((time.perf_counter() - t) * 1000)
+            print(f"{name:<26} {statistics.median(times):8.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
