@@ -11,6 +11,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -68,7 +69,7 @@ class AttemptInline(admin.TabularInline):
     model = JobAttempt
     extra = 0
     can_delete = False
-    fields = [
+    fields = readonly_fields = (
         "number",
         "endpoint_link",
         "started_at",
@@ -76,8 +77,7 @@ class AttemptInline(admin.TabularInline):
         "http_status",
         "outcome",
         "error",
-    ]
-    readonly_fields = fields
+    )
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -110,8 +110,8 @@ class ErrorReasonFilter(admin.SimpleListFilter):
         ]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> QuerySet[Job]:
-        if self.value():
-            return queryset.filter(selectors.error_reason_q(self.value()))
+        if reason := self.value():
+            return queryset.filter(selectors.error_reason_q(reason))
         return queryset
 
 
@@ -142,7 +142,7 @@ class JobAdminBase(admin.ModelAdmin):
     list_select_related = ["owner", "endpoint"]
     inlines = [AttemptInline]
     #: the job page's sections; the Job fields not named here (e.g. added later) go to "More"
-    sections = [
+    sections: list[tuple[str | None, list[Any]]] = [
         (
             None,
             [
@@ -198,7 +198,7 @@ class JobAdminBase(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # jobs are submitted through the API or the form, never hand-made
 
-    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest) -> bool:
         # The batch links of the list filter by batch without listing every batch as a filter.
         return lookup == "batch__id__exact" or super().lookup_allowed(lookup, value, request)
 
@@ -268,7 +268,7 @@ class JobAdminBase(admin.ModelAdmin):
                 "models": models,
                 "endpoints": endpoints,
                 "form": form,
-                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
             },
         )
 

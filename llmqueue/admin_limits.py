@@ -40,7 +40,7 @@ class UserLimitsAdmin(admin.ModelAdmin):
 
     @admin.display(description="user", ordering="user__username")
     def who(self, obj: UserLimits) -> str:
-        return obj.user.username if obj.user_id else "(defaults for everyone)"
+        return obj.user.username if obj.user is not None else "(defaults for everyone)"
 
     @admin.display(description="used today (jobs / tokens)")
     def used_today(self, obj: UserLimits) -> str:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter as Tally
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from django.db import transaction
@@ -97,6 +97,12 @@ def _after_commit(fn: Any) -> None:
     transaction.on_commit(fn)
 
 
+def _inc_each(counter: Counter, tally: Mapping[str, int], *labels: str) -> None:
+    """Add each of ``tally``'s counts to ``counter`` under its key (then ``labels``)."""
+    for key, n in tally.items():
+        counter.labels(key, *labels).inc(n)
+
+
 # --- events: the hooks that services call ---------------------------------------------------
 
 
@@ -104,7 +110,7 @@ def jobs_submitted(kinds: Iterable[str]) -> None:
     """Count newly queued jobs (call inside the submitting transaction)."""
     tally = Tally(kinds)
     if tally:
-        _after_commit(lambda: [JOBS_SUBMITTED.labels(k).inc(n) for k, n in tally.items()])
+        _after_commit(lambda: _inc_each(JOBS_SUBMITTED, tally))
 
 
 def jobs_finished(outcome: str, n: int = 1) -> None:
@@ -113,7 +119,7 @@ def jobs_finished(outcome: str, n: int = 1) -> None:
         _after_commit(lambda: JOBS_FINISHED.labels(outcome).inc(n))
 
 
-def attempts_recorded(results: Sequence[Any], *, finished: dict[int, str]) -> None:
+def attempts_recorded(results: Sequence[Any], *, finished: Mapping[int, str]) -> None:
     """Count a drain step's calls, and the jobs they finished.
 
     ``results`` are ``llmqueue.jobs.AttemptResult``; ``finished`` maps each job whose terminal
@@ -145,7 +151,7 @@ def attempts_lost(endpoints: Iterable[str]) -> None:
     """Count calls cut off by a dead worker (their leases expired)."""
     tally = Tally(endpoints)
     if tally:
-        _after_commit(lambda: [ATTEMPTS.labels(e, "lost").inc(n) for e, n in tally.items()])
+        _after_commit(lambda: _inc_each(ATTEMPTS, tally, "lost"))
 
 
 def rate_limit_wait(*, scope: str, n: int = 1) -> None:

@@ -243,8 +243,8 @@ def buckets_reconcile(usages: Sequence[tuple[int, int, int, int]]) -> None:
         for key in ((EP_TPM, str(endpoint_id)), (USER_TPM, str(owner_id))):
             deltas[key] = deltas.get(key, 0.0) + (estimated - used)
     wanted = Q()
-    for scope, key in deltas:
-        wanted |= Q(scope=scope, key=key)
+    for scope, name in deltas:
+        wanted |= Q(scope=scope, key=name)
     for row in TokenBucket.objects.select_for_update().filter(wanted):
         delta = deltas[(row.scope, row.key)]
         if not delta:

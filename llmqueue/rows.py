@@ -30,6 +30,13 @@ def _columns(model: type[models.Model], names: Sequence[str]) -> list[models.Fie
     return [model._meta.get_field(name) for name in names]  # type: ignore[misc]
 
 
+def _column(field: models.Field[Any, Any]) -> str:
+    """The quoted column of a concrete field (``Field.column`` is typed optional, for fields
+    that have none)."""
+    assert field.column is not None, field
+    return str(connection.ops.quote_name(field.column))
+
+
 #: values the database driver takes as they are, and that no field but a JSON one changes
 _PLAIN = (int, float, str, type(None))
 
@@ -89,10 +96,9 @@ def rows_insert(
     if not params:
         return
     ops = connection.ops
-    cols = [f.column for f in columns]
     sql = (
         f"INSERT INTO {ops.quote_name(model._meta.db_table)} "
-        f"({', '.join(map(ops.quote_name, cols))}) VALUES ({', '.join(['%s'] * len(cols))})"
+        f"({', '.join(map(_column, columns))}) VALUES ({', '.join(['%s'] * len(columns))})"
     )
     if conflict:
         sql += " " + ops.on_conflict_suffix_sql(
@@ -122,8 +128,8 @@ def rows_update(
     if not params:
         return 0
     q = connection.ops.quote_name
-    sets = ", ".join(f"{q(f.column)} = %s" for f in fields[: len(assign)])
-    match = " AND ".join(f"{q(f.column)} = %s" for f in fields[len(assign) :])
+    sets = ", ".join(f"{_column(f)} = %s" for f in fields[: len(assign)])
+    match = " AND ".join(f"{_column(f)} = %s" for f in fields[len(assign) :])
     with connection.cursor() as cursor:
         cursor.executemany(f"UPDATE {q(model._meta.db_table)} SET {sets} WHERE {match}", params)
         return int(cursor.rowcount)
@@ -142,12 +148,11 @@ def placeholders(values: Sized) -> str:
 @functools.cache
 def _reading(model: type[models.Model], fields: tuple[str, ...], vendor: str) -> Any:
     """The quoted columns of ``fields``, and each column's converters."""
-    q = connection.ops.quote_name
     table = model._meta.db_table
     columns = []
     converters: list[tuple[int, list[Callable[..., Any]], Any]] = []
     for i, f in enumerate(_columns(model, fields)):
-        columns.append(q(f.column))
+        columns.append(_column(f))
         col = f.get_col(table)
         found = connection.ops.get_db_converters(col) + f.get_db_converters(connection)
         if found:

@@ -60,13 +60,14 @@ def window_summary(start: datetime, end: datetime) -> dict[str, Any]:
         for created, started in sample.filter(started_at__isnull=False).values_list(
             "created_at", "started_at"
         )
+        if started is not None  # (filtered above; for the type checker)
     ]
     attempts = JobAttempt.objects.filter(
         job__finished_at__gte=start, job__finished_at__lt=end, duration_ms__isnull=False
     )
     if every > 1:
         attempts = attempts.annotate(slot=F("job_id") % every).filter(slot=0)
-    upstream = list(attempts.values_list("duration_ms", flat=True))
+    upstream = [ms for ms in attempts.values_list("duration_ms", flat=True) if ms is not None]
     return {
         **counts,
         "wait_p50_ms": _ms(waits, 50),

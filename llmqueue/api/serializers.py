@@ -8,7 +8,7 @@ from rest_framework import serializers
 
 from llmqueue.conf import conf
 from llmqueue.jobs import JobSpec
-from llmqueue.models import Endpoint, Job, Kind
+from llmqueue.models import Batch, Endpoint, Job, Kind
 from llmqueue.validation import payload_problems
 
 
@@ -106,8 +106,12 @@ _DATETIME = serializers.DateTimeField()
 
 
 class JobSerializer(serializers.ModelSerializer):
-    endpoint = serializers.SlugRelatedField(slug_field="name", read_only=True)
-    batch = serializers.PrimaryKeyRelatedField(read_only=True)
+    endpoint: serializers.SlugRelatedField[Endpoint] = serializers.SlugRelatedField(
+        slug_field="name", read_only=True
+    )
+    batch: serializers.PrimaryKeyRelatedField[Batch] = serializers.PrimaryKeyRelatedField(
+        read_only=True
+    )
 
     class Meta:
         model = Job
@@ -154,7 +158,7 @@ class JobSerializer(serializers.ModelSerializer):
             "error": job.error,
             "attempts": job.attempts,
             "max_attempts": job.max_attempts,
-            "endpoint": job.endpoint.name if job.endpoint_id is not None else None,
+            "endpoint": job.endpoint.name if job.endpoint is not None else None,
             "cache_hit": job.cache_hit,
             "created_at": when(job.created_at),
             "started_at": when(job.started_at),

@@ -32,9 +32,10 @@ class HitsFilter(admin.SimpleListFilter):
         return [("0", "never"), ("1", "1 to 9"), ("10", "10 to 99"), ("100", "100 or more")]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[CacheEntry]) -> Any:
-        if self.value() not in self._ranges:
+        value = self.value()
+        if value is None or value not in self._ranges:
             return queryset
-        low, high = self._ranges[self.value()]
+        low, high = self._ranges[value]
         queryset = queryset.filter(hits__gte=low)
         return queryset if high is None else queryset.filter(hits__lte=high)
 

@@ -143,8 +143,8 @@ def _touch(
     answers = sorted(answers, key=lambda a: a.key)
     if len(answers) == 1:
         (a,) = answers
-        n = CacheEntry.objects.filter(key=a.key, created_at=a.created_at, expires_at__gt=now)
-        touched = n.update(hits=F("hits") + uses.get(a.key, 1), last_hit_at=now, used_at=now)
+        entry = CacheEntry.objects.filter(key=a.key, created_at=a.created_at, expires_at__gt=now)
+        touched = entry.update(hits=F("hits") + uses.get(a.key, 1), last_hit_at=now, used_at=now)
         return answers if touched else []
     live = dict(
         CacheEntry.objects.select_for_update()
@@ -321,8 +321,9 @@ def cache_evict(*, now: dt.datetime | None = None) -> dict[str, int]:
     now = now or timezone.now()
     # .order_by(): with the model's ordering, SQLite walks the LRU index over the whole table
     # instead of the expiry index over the expired few
-    expired = CacheEntry.objects.filter(expires_at__lte=now).order_by()
-    expired = list(expired.values_list("key", flat=True))
+    expired = list(
+        CacheEntry.objects.filter(expires_at__lte=now).order_by().values_list("key", flat=True)
+    )
     gone_expired = _delete(expired, reason="expired")
     size = CacheEntry.objects.aggregate(n=Count("id"), b=Sum("size_bytes"))
     victims = lru_victims(

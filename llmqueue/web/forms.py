@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.core.validators import MaxValueValidator
@@ -54,7 +54,7 @@ class JobForm(forms.Form):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["model"].choices = [(m, m) for m in served_models()]
+        cast(forms.ChoiceField, self.fields["model"]).choices = [(m, m) for m in served_models()]
         limit = conf.MAX_ATTEMPTS_LIMIT
         self.fields["max_attempts"].validators.append(MaxValueValidator(limit))
         self.fields["max_attempts"].widget.attrs["max"] = limit
@@ -93,7 +93,8 @@ class JobForm(forms.Form):
         return messages
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if self.errors:
             return data
         payload: dict[str, Any] = {**data["parameters"], "model": data["model"]}
@@ -149,7 +150,10 @@ class JobFilterForm(forms.Form):
         chosen = self.data.get("model") if self.is_bound else None
         if chosen and chosen not in models:
             models.append(chosen)  # a model no endpoint serves any more, from an old job
-        self.fields["model"].choices = [("", "any"), *[(m, m) for m in models]]
+        cast(forms.ChoiceField, self.fields["model"]).choices = [
+            ("", "any"),
+            *[(m, m) for m in models],
+        ]
 
     def filters(self) -> dict[str, Any]:
         """The valid filters, by the names ``selectors.jobs_filtered`` takes; bad ones dropped."""
@@ -176,7 +180,8 @@ class BatchUploadForm(forms.Form):
         self.parsed: BatchFile | None = None
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if self.errors:
             return data
         self.parsed = batch_file_parse(
