@@ -44,7 +44,7 @@ from llmqueue.breaker import (
     breaker_record,
 )
 from llmqueue.conf import conf
-from llmqueue.models import Endpoint, Job, Status
+from llmqueue.models import Endpoint, Job, Status, status_literals
 from llmqueue.rows import db_param, instances_read, placeholders, rows_read, rows_update
 
 
@@ -114,7 +114,8 @@ def endpoint_in_flight(*, now: Any = None) -> dict[int, int]:
     matches the partial index job_running."""
     now = now or timezone.now()
     sql = (
-        f"SELECT {{columns}}, COUNT(*) FROM {{table}} WHERE status = '{Status.RUNNING.value}' "
+        f"SELECT {{columns}}, COUNT(*) FROM {{table}} "
+        f"WHERE status = {status_literals([Status.RUNNING])} "
         "AND lease_expires_at > %s GROUP BY endpoint_id"
     )
     rows = rows_read(Job, ("endpoint",), sql, [db_param(Job, "lease_expires_at", now)])

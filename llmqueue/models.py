@@ -5,6 +5,8 @@ Job.status is written by ``llmqueue.jobs`` and nothing else.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -31,6 +33,13 @@ class Status(models.TextChoices):
     DEAD = "dead", "dead"
     #: withdrawn by its owner before it ran
     CANCELLED = "cancelled", "cancelled"
+
+
+def status_literals(statuses: Iterable[Status]) -> str:
+    """``'queued', 'running'``: statuses as SQL literals, for SQL written once (``llmqueue.rows``).
+    SQLite never matches a partial index against "status IN (?, ?)", and counts from one
+    alone only when the status is a literal."""
+    return ", ".join(f"'{Status(s).value}'" for s in statuses)
 
 
 TERMINAL = (Status.SUCCEEDED, Status.DEAD, Status.CANCELLED)

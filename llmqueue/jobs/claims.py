@@ -21,8 +21,8 @@ from llmqueue.cache import StoreItem
 from llmqueue.conf import conf
 from llmqueue.dispatch import Seat, Target, dispatch_pools
 from llmqueue.jobs.singleflight import followers_release, followers_rescue, leaders_settle
-from llmqueue.jobs.states import ALLOWED, RELEASE_LEASE, may_start, status_literals
-from llmqueue.models import Endpoint, Job, JobAttempt, Outcome, Status
+from llmqueue.jobs.states import ALLOWED, RELEASE_LEASE, may_start
+from llmqueue.models import Endpoint, Job, JobAttempt, Outcome, Status, status_literals
 from llmqueue.ratelimit import (
     charges_tokens,
     dispatch_ledger,
@@ -196,7 +196,7 @@ _CLAIMED = (
 
 
 _CLAIM_SQL = (
-    f"UPDATE {{table}} SET status = '{Status.RUNNING.value}', endpoint_id = %s, "
+    f"UPDATE {{table}} SET status = {status_literals([Status.RUNNING])}, endpoint_id = %s, "
     "lease_token = %s, lease_expires_at = %s, attempts = attempts + 1, "
     "started_at = COALESCE(started_at, %s) "
     f"WHERE id IN ({{ids}}) AND status IN ({status_literals(ALLOWED['claim'])}) "
@@ -206,8 +206,8 @@ _CLAIM_SQL = (
 
 def _candidates_sql() -> str:
     sql = (
-        f"SELECT {{columns}} FROM {{table}} WHERE status = '{Status.QUEUED.value}' AND model = %s "
-        "AND available_at <= %s AND follows_id IS NULL "
+        f"SELECT {{columns}} FROM {{table}} WHERE status = {status_literals([Status.QUEUED])} "
+        "AND model = %s AND available_at <= %s AND follows_id IS NULL "
         "ORDER BY priority DESC, fair_seq, id LIMIT %s"
     )
     if connection.features.has_select_for_update_skip_locked:
@@ -467,7 +467,7 @@ def queue_due_count(now: dt.datetime) -> int:
     The status is a literal: SQLite then counts from job_next_due alone (~30 ms at 300,000
     due, against ~140 ms with the status as a parameter, which it checks in every row)."""
     sql = (
-        f"SELECT COUNT(*) FROM {{table}} WHERE status = '{Status.QUEUED.value}' "
+        f"SELECT COUNT(*) FROM {{table}} WHERE status = {status_literals([Status.QUEUED])} "
         "AND available_at <= %s"
     )
     ((n,),) = rows_read(Job, (), sql, [db_param(Job, "available_at", now)])

@@ -24,8 +24,8 @@ from llmqueue.cache import (
     cache_lookup_db,
     cache_store_many,
 )
-from llmqueue.jobs.states import may_start, status_literals
-from llmqueue.models import Job, Status
+from llmqueue.jobs.states import may_start
+from llmqueue.models import Job, Status, status_literals
 from llmqueue.rows import placeholders, rows_read
 
 

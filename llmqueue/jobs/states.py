@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from django.db import transaction
@@ -34,12 +33,6 @@ def may_start(action: str) -> Q:
     a partial index (job_running, job_next_due...) against "status = ?", never "status IN (?)"."""
     states = ALLOWED[action]
     return Q(status=states[0]) if len(states) == 1 else Q(status__in=states)
-
-
-def status_literals(statuses: Iterable[Status]) -> str:
-    """``'queued', 'running'``: statuses as SQL literals, for SQL written once (``llmqueue.rows``)
-    that must match a partial index over more than one status (job_cache_leader)."""
-    return ", ".join(f"'{Status(s).value}'" for s in statuses)
 
 
 def guarded_transition(job_id: int, action: str, extra: Q | None = None, **values: Any) -> None:
