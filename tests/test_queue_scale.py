@@ -3,7 +3,7 @@
 SQLite's planner has no statistics unless ANALYZE ran, and then takes an equality on any
 indexed column for a selective term: with a plain index on ``status``, "the leader of this
 cache key" and "the next due job" walked every queued job (130-260 ms a statement at 300,000
-queued), under the write lock that the drains wait for. These tests count the steps of
+queued), under the write lock that the drains wait for. This test counts the steps of
 SQLite's virtual machine (its progress handler) that each operation takes with a queue of
 ``SMALL`` jobs and with one ten times longer: a walk of the queue grows tenfold, a probe of an
 index does not. PostgreSQL keeps statistics and plans by them: SQLite only.
