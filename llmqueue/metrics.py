@@ -30,6 +30,7 @@ a state collector joins this page with ``metrics.STATE_REGISTRY.register(collect
 
 from __future__ import annotations
 
+import glob
 import os
 from collections import Counter as Tally
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -241,11 +242,32 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
+class _HostCollector(multiprocess.MultiProcessCollector):
+    """prometheus_client's merge of the processes' files, without the empty ones. A process
+    creates its file and sizes it a moment later; one killed in between (a crashed worker)
+    leaves it empty for good, and the library's merge then fails every scrape after
+    (prometheus/client_python#1199). An empty file holds no counts: skipping it loses none."""
+
+    def __init__(self, registry: CollectorRegistry, path: str) -> None:
+        self.dir = path
+        super().__init__(registry, path=path)
+
+    def collect(self) -> Any:
+        return self.merge([f for f in glob.glob(os.path.join(self.dir, "*.db")) if _filled(f)])
+
+
+def _filled(path: str) -> bool:
+    try:
+        return os.path.getsize(path) > 0
+    except OSError:  # its process's files were removed meanwhile
+        return False
+
+
 def events_registry() -> Any:
     """The events of every process of this host (multiprocess mode), or of this process."""
-    if multiprocess_dir():
+    if path := multiprocess_dir():
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        _HostCollector(registry, path)
         return registry
     return REGISTRY
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 import pytest
 from django.db import transaction
@@ -21,7 +22,7 @@ from llmqueue.jobs import (
     jobs_submit_many,
 )
 from llmqueue.models import Job, Outcome, Status
-from tests.factories import chat_spec, make_endpoint
+from tests.factories import chat_spec, make_endpoint, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -134,3 +135,20 @@ def test_exposition_parses_and_holds_both_kinds(client):
     names = {f.name for f in text_string_to_metric_families(text)}
     assert {"llmqueue_jobs_finished", "llmqueue_queue_depth", "llmqueue_endpoint_healthy"} <= names
     assert metrics.event_totals("llmqueue_jobs_finished_total")["llmqueue_jobs_finished_total"] >= 0
+
+
+def test_an_empty_file_of_a_killed_process_does_not_break_the_scrape():
+    # A process killed between creating its file and sizing it leaves it empty for good
+    # (prometheus/client_python#1199); the other processes' counts are still served.
+    path = os.path.join(metrics.multiprocess_dir(), "counter_999999999.db")
+    open(path, "wb").close()
+    try:
+        make_endpoint()
+        with transaction.atomic():
+            job_submit(owner=make_user(), spec=chat_spec())
+        families = {
+            f.name: f for f in text_string_to_metric_families(metrics.exposition().decode())
+        }
+        assert "llmqueue_jobs_submitted" in families
+    finally:
+        os.remove(path)
