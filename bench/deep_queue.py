@@ -5,7 +5,7 @@
 
 Fills a fresh database (SQLite by default, in a temp directory) with ``--queued`` queued
 cacheable chat jobs and ``--finished`` succeeded ones, of 10 users and 2 models, written
-directly (``llmqueue.rows``; on PostgreSQL then analyzed, as autovacuum would have), then
+directly (``llmqueue.db.rows``; on PostgreSQL then analyzed, as autovacuum would have), then
 times each operation below three times and prints the median wall time, in ms: a submission
 of one job and of 1,000 (both hold the write lock on SQLite, which the drains wait for), a
 drain's claim of 32 and the recording of their outcomes, the drains' idle poll (the next due
@@ -50,8 +50,8 @@ def fill(queued: int, finished: int) -> list[Any]:
     from django.db import connection, transaction
     from django.utils import timezone
 
+    from llmqueue.db.rows import InstancesInsert
     from llmqueue.models import Endpoint, Job
-    from llmqueue.rows import InstancesInsert
 
     users = [get_user_model().objects.create(username=f"deep-{i}") for i in range(10)]
     Endpoint.objects.create(

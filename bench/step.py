@@ -4,7 +4,7 @@
         [--no-cache] [--profile]
 
 Queues ``--jobs`` chat jobs (one bulk submission, like ``POST /api/jobs/bulk/``), then runs the
-drain's step (``llmqueue.drain.Drainer``'s: record outcomes, let endpoints and buckets learn,
+drain's step (``llmqueue.worker.drain.Drainer``'s: record outcomes, let endpoints and buckets learn,
 claim more) in a loop, ``--batch`` successes recorded and ``--batch`` jobs claimed per step,
 until every job has succeeded. Prints the CPU of this thread per job, in total and by part
 (``time.thread_time``: SQLite works in this thread; PostgreSQL's server CPU is not counted and
@@ -68,12 +68,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from django.db import transaction
     from django.utils import timezone
 
-    from llmqueue.breaker import CallOutcome
-    from llmqueue.dispatch import endpoints_learn
+    from llmqueue.db.locking import writer_turn
+    from llmqueue.endpoints.pools import endpoints_learn
     from llmqueue.jobs import AttemptResult, JobSpec, jobs_claim, jobs_record, jobs_submit_many
-    from llmqueue.locking import writer_turn
+    from llmqueue.limits.ledger import buckets_learn
     from llmqueue.models import Endpoint, Job, Outcome, Status
-    from llmqueue.ratelimit import buckets_learn
+    from llmqueue.policies.breaker import CallOutcome
 
     Endpoint.objects.create(
         name=f"step-{uuid.uuid4().hex[:6]}",

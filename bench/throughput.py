@@ -248,7 +248,7 @@ def start_cluster(log_path: Path, *, ready_s: float = 30.0) -> subprocess.Popen[
 def stop_cluster(proc: subprocess.Popen[bytes], tree: CpuTree) -> None:
     """Stop it, SIGKILL after 10 s; then any descendant left behind is killed too.
 
-    SIGINT to its process group is llmqueue's clean stop (``llmqueue.slots``): each drain and
+    SIGINT to its process group is llmqueue's clean stop (``llmqueue.worker.slots``): each drain and
     the health checker end their task, the workers and the cluster exit. SIGTERM would not do:
     to the main process alone it waits for those long tasks; to the group it kills the
     sentinel, on whose death the main process then hangs.
@@ -388,7 +388,7 @@ def run_shape(
 
 
 def drain_alive() -> bool:
-    from llmqueue.slots import slots_live
+    from llmqueue.worker.slots import slots_live
 
     return slots_live() > 0
 

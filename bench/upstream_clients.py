@@ -10,7 +10,7 @@ with exactly N calls in flight (N worker coroutines sharing one counter) through
     httpx default    one httpx.AsyncClient with httpx's own transport (limits = N)
     httpx+aiohttp    one httpx.AsyncClient over httpx_aiohttp.AiohttpTransport (limits = N)
     httpx transport  httpx.Request objects sent straight to that transport, without the
-                     AsyncClient: the way llmqueue.upstream calls endpoints
+                     AsyncClient: the way llmqueue.calls.client calls endpoints
     aiohttp          one aiohttp.ClientSession, without httpx (what the transport costs)
 
 and prints calls/s, the ideal N / latency, and CPU per call of the client process
@@ -151,12 +151,12 @@ class HttpxClient(Client):
 
 
 class HttpxTransport(Client):
-    """An ``httpx.Request`` sent straight to the aiohttp transport: llmqueue.upstream's way."""
+    """An ``httpx.Request`` sent straight to the aiohttp transport: llmqueue.calls.client's way."""
 
     def __init__(self, inflight: int) -> None:
         self.transport = AiohttpTransport(limits=_limits(inflight))
         self.timeout = httpx.Timeout(60.0).as_dict()
-        self.urls: dict[str, httpx.URL] = {}  # parsed once, as llmqueue.upstream's routes do
+        self.urls: dict[str, httpx.URL] = {}  # parsed once, as llmqueue.calls.client's routes do
 
     async def post(self, url: str, body: dict[str, Any]) -> Any:
         if url not in self.urls:

@@ -7,4 +7,5 @@ class LlmqueueConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from llmqueue import checks, signals  # noqa: F401  (registers checks and receivers)
+        from llmqueue import checks  # noqa: F401  (registers the system checks)
+        from llmqueue.worker import signals  # noqa: F401  (connects the receivers)

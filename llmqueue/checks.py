@@ -6,9 +6,9 @@ from typing import Any
 
 from django.core.checks import Error, Tags, register
 
-from llmqueue.balancer import STRATEGIES
 from llmqueue.conf import conf
-from llmqueue.dispatch import breaker_settings
+from llmqueue.endpoints.pools import breaker_settings
+from llmqueue.policies.balancer import STRATEGIES
 
 
 @register(Tags.compatibility)

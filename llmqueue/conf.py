@@ -65,7 +65,7 @@ class Defaults:
     GLOBAL_RPS: float = 0.0
     GLOBAL_BURST: float = 0.0
     #: how a model's jobs are spread over its endpoints: weighted_round_robin, round_robin,
-    #: least_in_flight or latency (llmqueue.balancer)
+    #: least_in_flight or latency (llmqueue.policies.balancer)
     BALANCER: str = "weighted_round_robin"
     #: per-model strategy, e.g. {"llama-3-8b": "latency"} (env: a JSON object)
     BALANCER_BY_MODEL: dict = dataclasses.field(default_factory=dict)
@@ -73,7 +73,7 @@ class Defaults:
     STATS_TAU_S: float = 30.0
     #: how fast its peak-EWMA latency forgets a slow call (and fades while it gets no calls)
     LATENCY_TAU_S: float = 10.0
-    #: circuit breaker (llmqueue.breaker): open after this many failures in a row...
+    #: circuit breaker (llmqueue.policies.breaker): open after this many failures in a row...
     BREAKER_FAILURES: int = 5
     #: ...or this failure share over the last BREAKER_WINDOW calls (once that many were seen)
     BREAKER_FAILURE_RATE: float = 0.5

@@ -7,7 +7,7 @@
      │    └── OverLimit        the owner is over a rate limit or quota (API: 429)
      └── ConfigurationError    a setting that cannot work
 
-Upstream failures are not exceptions here: ``llmqueue.upstream`` classifies every call into a
+Upstream failures are not exceptions here: ``llmqueue.calls.client`` classifies every call into a
 ``CallResult`` once, and the drain, breaker and buckets read that classification.
 """
 

@@ -167,7 +167,7 @@ class QueueStateCollector(Collector):
     """Gauges read from the database on each scrape (see the module docstring)."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        from llmqueue.dispatch import endpoint_in_flight
+        from llmqueue.endpoints.pools import endpoint_in_flight
         from llmqueue.jobs import queue_due_count
         from llmqueue.models import Endpoint, Job, Status
 

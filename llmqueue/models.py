@@ -36,7 +36,8 @@ class Status(models.TextChoices):
 
 
 def status_literals(statuses: Iterable[Status]) -> str:
-    """``'queued', 'running'``: statuses as SQL literals, for SQL written once (``llmqueue.rows``).
+    """``'queued', 'running'``: statuses as SQL literals, for SQL written once
+    (``llmqueue.db.rows``).
     SQLite never matches a partial index against "status IN (?, ?)", and counts from one
     alone only when the status is a literal."""
     return ", ".join(f"'{Status(s).value}'" for s in statuses)
@@ -60,7 +61,7 @@ class Endpoint(models.Model):
     tpm_limit = models.PositiveIntegerField(null=True, blank=True)
     timeout_s = models.FloatField(default=120.0)
     enabled = models.BooleanField(default=True)
-    # --- health (llmqueue.health): active checks of GET {base_url}/models ---
+    # --- health (llmqueue.endpoints.health): active checks of GET {base_url}/models ---
     healthy = models.BooleanField(default=True)
     health_failures = models.PositiveIntegerField(default=0, help_text="consecutive failed checks")
     health_successes = models.PositiveIntegerField(default=0, help_text="consecutive good checks")
@@ -69,11 +70,12 @@ class Endpoint(models.Model):
     #: epoch seconds: no calls before this (it answered 429 with Retry-After, or reported its
     #: rate limit exhausted)
     paused_until = models.FloatField(default=0.0)
-    # --- circuit breaker (llmqueue.breaker): the state, and its version for compare-and-set ---
+    # --- circuit breaker (llmqueue.policies.breaker): the state, and its version for CAS ---
     breaker_state = models.CharField(max_length=10, default="closed")
     breaker = models.JSONField(default=dict, blank=True)
     breaker_version = models.PositiveBigIntegerField(default=0)
-    # --- what the balancer reads (llmqueue.balancer): peak-EWMA latency, fading failure share ---
+    # --- what the balancer reads (llmqueue.policies.balancer): peak-EWMA latency, fading
+    # failure share ---
     latency_ms = models.FloatField(null=True, blank=True)
     latency_at = models.FloatField(null=True, blank=True, help_text="epoch seconds")
     recent_failures = models.FloatField(default=0.0)
@@ -171,7 +173,7 @@ class Job(models.Model):
         related_name="followers",
         db_index=False,  # the partial index job_followers holds only the followers
     )
-    #: fair queueing (llmqueue.ratelimit): the job's place in its owner's turn within its
+    #: fair queueing (llmqueue.limits.ledger): the job's place in its owner's turn within its
     #: priority; the claim serves the lowest first, so owners take turns
     fair_seq = models.BigIntegerField(default=0)
 
@@ -194,7 +196,7 @@ class Job(models.Model):
                 condition=Q(status="queued", follows__isnull=True),
                 name="job_claim",
             ),
-            # An owner's last place in line (llmqueue.fairness).
+            # An owner's last place in line (llmqueue.jobs.fairness).
             models.Index(
                 fields=["owner", "model", "priority", "-fair_seq"],
                 condition=Q(status="queued", follows__isnull=True),
@@ -324,7 +326,7 @@ class DrainSlot(models.Model):
 
 
 class TokenBucket(models.Model):
-    """A token bucket's state (llmqueue.buckets): one row per scope and key.
+    """A token bucket's state (llmqueue.policies.buckets): one row per scope and key.
 
     ``scope`` is "global", "endpoint-rpm", "endpoint-tpm", "user-rpm", "user-tpm"...; ``key`` the
     endpoint or user it limits. Every take is one compare-and-set on ``version``.

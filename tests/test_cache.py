@@ -18,7 +18,6 @@ from llmqueue.cache import StoreItem, cache_evict, cache_purge, cache_store_many
 from llmqueue.cache import metrics as cache_metrics
 from llmqueue.cache.levels import local_level
 from llmqueue.cache.store import cache_confirm, cache_lookup_many
-from llmqueue.echo import echo_answer
 from llmqueue.jobs import (
     AttemptResult,
     JobSpec,
@@ -31,6 +30,7 @@ from llmqueue.jobs import (
     jobs_submit_many,
 )
 from llmqueue.models import CacheEntry, Job, Outcome, Status
+from llmqueue.standin.echo import echo_answer
 from tests.factories import chat_payload
 
 pytestmark = pytest.mark.django_db
@@ -318,7 +318,7 @@ def test_a_leader_finishing_between_lookup_and_insert_is_still_a_hit(
 ):
     leader, _ = job_submit(owner=user, spec=spec())
     # The lookup (before the transaction) saw nothing; the leader then finished.
-    monkeypatch.setattr("llmqueue.jobs.submit.cache_lookup_many", lambda wanted, now: {})
+    monkeypatch.setattr("llmqueue.jobs.intake.cache_lookup_many", lambda wanted, now: {})
     run_due()
     late, _ = job_submit(owner=user, spec=spec())
     assert late.cache_hit and late.result == fresh(leader).result

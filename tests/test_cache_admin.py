@@ -13,8 +13,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from llmqueue.cache import StoreItem, cache_store_many
-from llmqueue.cache.warm import cache_warm, warm_specs, warm_status
 from llmqueue.errors import SubmitError
+from llmqueue.jobs.warm import cache_warm, warm_specs, warm_status
 from llmqueue.models import CacheEntry, Job
 from tests.factories import chat_payload, make_user
 from tests.test_cache import run_due

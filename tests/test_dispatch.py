@@ -9,10 +9,10 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
-from llmqueue.breaker import CallOutcome, Phase
-from llmqueue.dispatch import breaker_of, breaker_reset, endpoints_learn
+from llmqueue.endpoints.pools import breaker_of, breaker_reset, endpoints_learn
 from llmqueue.jobs import AttemptResult, job_submit, jobs_claim, jobs_record
 from llmqueue.models import Endpoint, Job, Outcome, Status
+from llmqueue.policies.breaker import CallOutcome, Phase
 from tests.factories import chat_spec, make_endpoint
 
 pytestmark = pytest.mark.django_db
@@ -161,7 +161,7 @@ def test_least_in_flight_prefers_the_idle_endpoint(user, settings):
 
 
 def test_latency_fades_while_an_endpoint_gets_no_calls(settings):
-    from llmqueue.dispatch import latency_now
+    from llmqueue.endpoints.pools import latency_now
 
     settings.LLMQUEUE = {"LATENCY_TAU_S": 10.0}
     ep = make_endpoint(latency_ms=1000.0, latency_at=100.0)

@@ -10,10 +10,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from llmqueue.errors import OverLimit
-from llmqueue.fairness import fair_seqs_assign
 from llmqueue.jobs import AttemptResult, job_submit, jobs_claim, jobs_record, jobs_submit_many
+from llmqueue.jobs.fairness import fair_seqs_assign
+from llmqueue.limits.ledger import buckets_learn
 from llmqueue.models import Endpoint, Job, Outcome, TokenBucket, UserLimits
-from llmqueue.ratelimit import buckets_learn
 from tests.factories import chat_payload, chat_spec, make_endpoint, make_user
 
 pytestmark = pytest.mark.django_db

@@ -7,9 +7,7 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
-from llmqueue.jobs import jobs_submit_many
-from llmqueue.models import Batch, CacheEntry, Job, Status
-from llmqueue.rows import (
+from llmqueue.db.rows import (
     InstancesInsert,
     db_param,
     instances_read,
@@ -17,6 +15,8 @@ from llmqueue.rows import (
     rows_read,
     rows_update,
 )
+from llmqueue.jobs import jobs_submit_many
+from llmqueue.models import Batch, CacheEntry, Job, Status
 from tests.factories import chat_spec, make_endpoint, make_user
 
 pytestmark = pytest.mark.django_db

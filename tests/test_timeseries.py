@@ -1,4 +1,4 @@
-"""llmqueue.timeseries: per-minute counts and sampled percentiles, finished minutes cached."""
+"""llmqueue.jobs.timeseries: per-minute counts and sampled percentiles, finished minutes cached."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import pytest
 from django.core.cache import cache
 from django.utils import timezone
 
-from llmqueue import timeseries
-from llmqueue.jobs import jobs_submit_many
+from llmqueue.jobs import jobs_submit_many, timeseries
 from llmqueue.models import Job, JobAttempt, Outcome, Status
 from tests.factories import chat_spec
 

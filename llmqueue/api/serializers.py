@@ -1,4 +1,5 @@
-"""API shapes. Input validation lives here (and in llmqueue.validation, shared with the forms)."""
+"""API shapes. Input validation lives here (and in llmqueue.jobs.validation, shared with the
+forms)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from rest_framework import serializers
 
 from llmqueue.conf import conf
 from llmqueue.jobs import JobSpec
+from llmqueue.jobs.validation import payload_problems
 from llmqueue.models import Batch, Endpoint, Job, Kind
-from llmqueue.validation import payload_problems
 
 
 class JobSubmitSerializer(serializers.Serializer):

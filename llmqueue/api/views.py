@@ -1,4 +1,4 @@
-"""The REST API: thin views over llmqueue.jobs (writes) and llmqueue.selectors (reads)."""
+"""The REST API: thin views over llmqueue.jobs (writes) and llmqueue.jobs.selectors (reads)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from llmqueue import selectors
 from llmqueue.api.errors import PayloadTooLarge
 from llmqueue.api.serializers import (
     BulkSubmitSerializer,
@@ -24,9 +23,9 @@ from llmqueue.api.serializers import (
     JobSubmitSerializer,
 )
 from llmqueue.conf import conf
-from llmqueue.jobs import job_cancel, job_retry, job_submit, jobs_submit_many
+from llmqueue.jobs import job_cancel, job_retry, job_submit, jobs_submit_many, selectors
+from llmqueue.limits.ledger import usage_of
 from llmqueue.models import Endpoint, Job, Status
-from llmqueue.ratelimit import usage_of
 
 
 def _check_body_size(request: Request, limit: int) -> None:

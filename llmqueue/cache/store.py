@@ -46,8 +46,8 @@ from llmqueue.cache.levels import (
     shared_put,
 )
 from llmqueue.conf import conf
+from llmqueue.db.rows import db_param, placeholders, rows_insert, rows_read
 from llmqueue.models import CacheEntry
-from llmqueue.rows import db_param, placeholders, rows_insert, rows_read
 
 #: rows per statement where a list of keys goes into an IN (...)
 CHUNK = 500
@@ -87,7 +87,7 @@ def cache_lookup_db(
     alive = db_param(CacheEntry, "expires_at", now)
     for start in range(0, len(keys), CHUNK):
         part = keys[start : start + CHUNK]
-        # SQL written once (llmqueue.rows): a submission runs this for all its keys, twice
+        # SQL written once (llmqueue.db.rows): a submission runs this for all its keys, twice
         # (the second time under the write lock, for answers stored meanwhile).
         rows = rows_read(
             CacheEntry,
@@ -260,7 +260,7 @@ def cache_store_many(items: Sequence[StoreItem], *, now: dt.datetime | None = No
             now,
             now + dt.timedelta(seconds=ttl),
         )
-    # One statement for all (llmqueue.rows): this runs in every drain step.
+    # One statement for all (llmqueue.db.rows): this runs in every drain step.
     rows_insert(
         CacheEntry,
         _STORE_FIELDS,

@@ -36,9 +36,9 @@ from llmqueue.jobs.claims import (
     queue_has_due,
     queue_next_due,
 )
+from llmqueue.jobs.intake import JobSpec, job_submit, jobs_submit_many, served_models
 from llmqueue.jobs.owner import job_cancel, job_retry, jobs_retry
-from llmqueue.jobs.states import ALLOWED
-from llmqueue.jobs.submit import JobSpec, job_submit, jobs_submit_many, served_models
+from llmqueue.jobs.transitions import ALLOWED
 
 __all__ = [
     "ALLOWED",

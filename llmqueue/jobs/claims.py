@@ -15,22 +15,22 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from llmqueue import metrics
-from llmqueue.backoff import backoff_delay
-from llmqueue.breaker import CallOutcome
 from llmqueue.cache import StoreItem
 from llmqueue.conf import conf
-from llmqueue.dispatch import Seat, Target, dispatch_pools
+from llmqueue.db.rows import db_param, placeholders, rows_insert, rows_read, rows_update
+from llmqueue.endpoints.pools import Seat, Target, dispatch_pools
 from llmqueue.jobs.singleflight import followers_release, followers_rescue, leaders_settle
-from llmqueue.jobs.states import ALLOWED, RELEASE_LEASE, may_start
-from llmqueue.models import Endpoint, Job, JobAttempt, Outcome, Status, status_literals
-from llmqueue.ratelimit import (
+from llmqueue.jobs.transitions import ALLOWED, RELEASE_LEASE, may_start
+from llmqueue.limits.ledger import (
     charges_tokens,
     dispatch_ledger,
     endpoint_charges,
     tokens_used,
     user_charges,
 )
-from llmqueue.rows import db_param, placeholders, rows_insert, rows_read, rows_update
+from llmqueue.models import Endpoint, Job, JobAttempt, Outcome, Status, status_literals
+from llmqueue.policies.backoff import backoff_delay
+from llmqueue.policies.breaker import CallOutcome
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +60,7 @@ class Claim:
 
 @dataclasses.dataclass(frozen=True)
 class AttemptResult:
-    """The outcome of one upstream call, as ``llmqueue.upstream`` classified it."""
+    """The outcome of one upstream call, as ``llmqueue.calls.client`` classified it."""
 
     claim: Claim
     started_at: dt.datetime
@@ -82,11 +82,11 @@ class AttemptResult:
 
 def jobs_claim(*, limit: int, lease_s: float | None = None) -> list[Claim]:
     """queued -> running for up to ``limit`` due jobs: highest priority first, then owners in
-    turn (``llmqueue.fairness``), then oldest.
+    turn (``llmqueue.jobs.fairness``), then oldest.
 
-    Only jobs that can go now are claimed: an endpoint can take them (``llmqueue.dispatch``:
+    Only jobs that can go now are claimed: an endpoint can take them (``llmqueue.endpoints.pools``:
     enabled, healthy, not paused, breaker allowing, under max_concurrency across the fleet)
-    and they can pay their rate limits (``llmqueue.ratelimit``). So a job never waits in a
+    and they can pay their rate limits (``llmqueue.limits.ledger``). So a job never waits in a
     drain's hands while a later, more urgent one waits in the queue, and a job that cannot go
     waits in the queue without spending an attempt. Call inside ``transaction.atomic()``.
     """
@@ -176,7 +176,7 @@ def jobs_claim(*, limit: int, lease_s: float | None = None) -> list[Claim]:
     return [claims[pk] for pk in order if pk in claims]  # in the order they were chosen
 
 
-# The claim's SQL, written once (``llmqueue.rows``): the step runs it every few milliseconds.
+# The claim's SQL, written once (``llmqueue.db.rows``): the step runs it every few milliseconds.
 # The statuses are literals so that SQLite matches the partial index job_claim.
 _CANDIDATE = ("id", "priority", "fair_seq", "owner", "tokens_estimate", "pinned_endpoint")
 _CLAIMED = (
@@ -339,7 +339,7 @@ def jobs_record(results: Sequence[AttemptResult]) -> None:
 def _succeed_many(results: Sequence[AttemptResult], *, now: dt.datetime) -> list[AttemptResult]:
     """running -> succeeded for many jobs at once; returns the results whose fence held.
 
-    The hot path of every drain step, so one statement run for all rows (``llmqueue.rows``),
+    The hot path of every drain step, so one statement run for all rows (``llmqueue.db.rows``),
     each row fenced by its lease in the WHERE clause. Nearly always every fence holds, which
     the count of changed rows tells; when one did not (its lease was lost), the writes are
     undone and redone for the jobs whose fence is read to hold, under lock (PostgreSQL:

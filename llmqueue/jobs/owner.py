@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from llmqueue import metrics
 from llmqueue.jobs.singleflight import followers_release
-from llmqueue.jobs.states import ALLOWED, RELEASE_LEASE, guarded_transition, wake_on_commit
+from llmqueue.jobs.transitions import ALLOWED, RELEASE_LEASE, guarded_transition, wake_on_commit
 from llmqueue.models import Endpoint, Job, Status
 
 

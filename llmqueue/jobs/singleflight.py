@@ -24,9 +24,9 @@ from llmqueue.cache import (
     cache_lookup_db,
     cache_store_many,
 )
-from llmqueue.jobs.states import may_start
+from llmqueue.db.rows import placeholders, rows_read
+from llmqueue.jobs.transitions import may_start
 from llmqueue.models import Job, Status, status_literals
-from llmqueue.rows import placeholders, rows_read
 
 
 def cache_wanted(jobs: Iterable[Job]) -> dict[str, int | None]:
@@ -189,7 +189,7 @@ def _followers(leader_ids: list[int] | None = None) -> list[int]:
     """The ids of these leaders' followers (None: of any leader's). Looked up alone first:
     asked in one statement with a status guard, SQLite's planner walks the status index over
     the whole queue instead of the small partial index job_followers. Its SQL is written once
-    (``llmqueue.rows``): every drain step runs it."""
+    (``llmqueue.db.rows``): every drain step runs it."""
     sql = "SELECT {columns} FROM {table} WHERE follows_id IS NOT NULL"
     if leader_ids is not None:
         if not leader_ids:

@@ -21,8 +21,8 @@ from typing import Any
 
 from llmqueue.conf import conf
 from llmqueue.jobs import JobSpec, served_models
+from llmqueue.jobs.validation import payload_problems
 from llmqueue.models import Kind
-from llmqueue.validation import payload_problems
 
 #: the Batch API's url -> our kind (with or without the /v1 prefix)
 URL_KINDS = {

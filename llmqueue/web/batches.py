@@ -13,9 +13,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from llmqueue import selectors
 from llmqueue.errors import SubmitError
-from llmqueue.jobs import jobs_retry, jobs_submit_many
+from llmqueue.jobs import jobs_retry, jobs_submit_many, selectors
 from llmqueue.models import Batch, Status
 from llmqueue.web.forms import BatchUploadForm
 from llmqueue.web.views import POLL_MS

@@ -12,7 +12,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from llmqueue.conf import conf
-from llmqueue.echo import ECHO_MODEL, echo_answer, models_answer
+from llmqueue.standin.echo import ECHO_MODEL, echo_answer, models_answer
 
 
 def _enabled() -> None:

@@ -10,8 +10,8 @@ from django.core.validators import MaxValueValidator
 
 from llmqueue.conf import conf
 from llmqueue.jobs import JobSpec, served_models
+from llmqueue.jobs.validation import payload_problems
 from llmqueue.models import Kind, Status
-from llmqueue.validation import payload_problems
 from llmqueue.web.batch_upload import BatchFile, batch_file_parse
 
 #: the roles the turn editor offers (the system prompt has its own field)

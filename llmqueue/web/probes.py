@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from llmqueue import metrics as llm_metrics
 from llmqueue.conf import conf
-from llmqueue.signals import HOUSEKEEPING_TASK
+from llmqueue.worker.signals import HOUSEKEEPING_TASK
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

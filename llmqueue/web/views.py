@@ -1,4 +1,4 @@
-"""Pages: thin views over llmqueue.jobs (writes) and llmqueue.selectors (reads)."""
+"""Pages: thin views over llmqueue.jobs (writes) and llmqueue.jobs.selectors (reads)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from llmqueue import selectors, timeseries
 from llmqueue.errors import SubmitError, TransitionError
-from llmqueue.jobs import job_cancel, job_retry, job_submit
+from llmqueue.jobs import job_cancel, job_retry, job_submit, selectors, timeseries
 from llmqueue.models import Job
 from llmqueue.web.forms import TURN_ROLES, JobFilterForm, JobForm
 

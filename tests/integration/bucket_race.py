@@ -18,8 +18,8 @@ django.setup()
 
 from django.db import connections  # noqa: E402
 
-from llmqueue.buckets import Bucket  # noqa: E402
-from llmqueue.ratelimit import bucket_try  # noqa: E402
+from llmqueue.limits.ledger import bucket_try  # noqa: E402
+from llmqueue.policies.buckets import Bucket  # noqa: E402
 
 
 def main() -> None:

@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from llmqueue.breaker import Phase
-from llmqueue.dispatch import breaker_of
+from llmqueue.endpoints.pools import breaker_of
 from llmqueue.jobs import job_submit
 from llmqueue.models import Endpoint
+from llmqueue.policies.breaker import Phase
 from tests.factories import chat_spec, make_endpoint, make_user
 from tests.fixtures import ROOT, database_url
 

@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from llmqueue.backoff import backoff_delay
+from llmqueue.policies.backoff import backoff_delay
 
 
 def test_window_doubles_per_attempt_up_to_the_cap():

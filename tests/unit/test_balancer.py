@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from llmqueue.balancer import (
+from llmqueue.errors import ConfigurationError
+from llmqueue.policies.balancer import (
     EndpointLoad,
     FailureStats,
     LeastInFlight,
@@ -25,7 +26,6 @@ from llmqueue.balancer import (
     failure_record,
     strategy_for,
 )
-from llmqueue.errors import ConfigurationError
 
 
 def picks(strategy: Strategy, pool: list[EndpointLoad], n: int, model: str = "m") -> list[int]:

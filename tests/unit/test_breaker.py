@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmqueue.breaker import (
+from llmqueue.policies.breaker import (
     BreakerSettings,
     BreakerState,
     CallOutcome,

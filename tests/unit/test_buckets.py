@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from llmqueue.buckets import (
+from llmqueue.policies.buckets import (
     DEFAULT_COMPLETION_TOKENS,
     Bucket,
     BucketState,

@@ -8,11 +8,11 @@ import time
 import httpx
 import pytest
 
-from llmqueue.breaker import CallOutcome
-from llmqueue.dispatch import Target
+from llmqueue.calls.client import Upstream, parse_retry_after
+from llmqueue.endpoints.pools import Target
 from llmqueue.jobs import Claim
 from llmqueue.models import Outcome
-from llmqueue.upstream import Upstream, parse_retry_after
+from llmqueue.policies.breaker import CallOutcome
 
 TARGET = Target(
     id=1, name="ep", base_url="http://upstream.test/v1", api_key="sk-secret", timeout_s=5

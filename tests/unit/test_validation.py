@@ -1,6 +1,6 @@
 import pytest
 
-from llmqueue.validation import payload_problems
+from llmqueue.jobs.validation import payload_problems
 
 
 @pytest.mark.parametrize(

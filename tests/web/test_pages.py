@@ -151,7 +151,11 @@ def test_probes(client):
 
     Schedule.objects.update_or_create(
         name="llmqueue housekeeping",
-        defaults={"func": "llmqueue.drain.housekeeping", "next_run": timezone.now(), "task": "abc"},
+        defaults={
+            "func": "llmqueue.worker.drain.housekeeping",
+            "next_run": timezone.now(),
+            "task": "abc",
+        },
     )
     assert client.get("/readyz").status_code == 200
     Schedule.objects.update(next_run=timezone.now() - timedelta(minutes=5))  # the cluster stopped

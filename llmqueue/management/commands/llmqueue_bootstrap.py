@@ -16,8 +16,8 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.validators import URLValidator
 
-from llmqueue.echo import ECHO_MODEL
 from llmqueue.models import Endpoint
+from llmqueue.standin.echo import ECHO_MODEL
 
 DEMO_NAME = "demo-echo"
 

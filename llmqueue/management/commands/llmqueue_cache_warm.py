@@ -4,7 +4,7 @@
         [--timeout 3600]
 
 Each line becomes a job of ``--user`` (answers are that user's, unless their model is in
-LLMQUEUE_CACHE_SHARED_MODELS); see ``llmqueue.cache.warm`` for the line formats. Progress is
+LLMQUEUE_CACHE_SHARED_MODELS); see ``llmqueue.jobs.warm`` for the line formats. Progress is
 printed after each chunk is submitted and, with ``--wait``, every few seconds until every job
 has finished. Nothing is submitted when a line is invalid or a model is not served.
 """
@@ -19,8 +19,8 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from llmqueue.cache.warm import WARM_PRIORITY, WarmReport, cache_warm, warm_specs, warm_status
 from llmqueue.errors import SubmitError
+from llmqueue.jobs.warm import WARM_PRIORITY, WarmReport, cache_warm, warm_specs, warm_status
 
 
 class Command(BaseCommand):

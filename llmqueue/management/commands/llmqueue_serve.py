@@ -36,7 +36,7 @@ class Command(BaseCommand):
         metrics.multiprocess_dir_reset()
         # Each child leads its own process group, so that a stop reaches every process in it
         # (the cluster's workers included), each by the signal that stops it cleanly: SIGINT
-        # for the cluster (see llmqueue.drain), SIGTERM for the web server (a shell may have
+        # for the cluster (see llmqueue.worker.drain), SIGTERM for the web server (a shell may have
         # started us with SIGINT ignored, and children inherit that).
         web = subprocess.Popen(
             [*manage, "runserver", "--noreload", f"{host}:{port}"], start_new_session=True

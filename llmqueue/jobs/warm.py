@@ -25,8 +25,8 @@ from django.db.models import Count
 from llmqueue.conf import conf
 from llmqueue.errors import SubmitError
 from llmqueue.jobs import JobSpec, jobs_submit_many, served_models
+from llmqueue.jobs.validation import payload_problems
 from llmqueue.models import TERMINAL, Job, Kind, Status
-from llmqueue.validation import payload_problems
 
 #: warming yields to every other job unless told otherwise
 WARM_PRIORITY = 0

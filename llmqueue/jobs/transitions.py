@@ -49,6 +49,6 @@ def guarded_transition(job_id: int, action: str, extra: Q | None = None, **value
 def wake_on_commit(jobs: int = 1) -> None:
     """Wake drains for ``jobs`` new jobs once the current transaction commits (they are
     visible by then)."""
-    from llmqueue.drain import drain_wake
+    from llmqueue.worker.drain import drain_wake
 
     transaction.on_commit(lambda: drain_wake(jobs=jobs))

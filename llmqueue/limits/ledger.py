@@ -34,11 +34,11 @@ from django.db import transaction
 from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
-from llmqueue.buckets import Bucket, BucketState, bucket_peek, bucket_refund, bucket_take
 from llmqueue.conf import conf
+from llmqueue.db.rows import placeholders, rows_read
 from llmqueue.errors import OverLimit
 from llmqueue.models import Endpoint, Job, TokenBucket, UserLimits
-from llmqueue.rows import placeholders, rows_read
+from llmqueue.policies.buckets import Bucket, BucketState, bucket_peek, bucket_refund, bucket_take
 
 GLOBAL, EP_RPM, EP_TPM = "global", "endpoint-rpm", "endpoint-tpm"
 USER_RPM, USER_TPM, USER_SUBMIT = "user-rpm", "user-tpm", "user-submit"
@@ -60,7 +60,7 @@ LIMIT_FIELDS = [
 
 def limits_for(user_ids: Iterable[int]) -> dict[int, dict[str, int | None]]:
     """Each user's effective limits: their own row's values, else the default row's. Its SQL
-    is written once (``llmqueue.rows``): every drain step reads the limits of the jobs' owners.
+    is written once (``llmqueue.db.rows``): every drain step reads the limits of the jobs' owners.
     """
     ids = list(set(user_ids))
     where = "user_id IS NULL"

@@ -27,7 +27,10 @@ from typing import Any
 from django.db import connection
 from django.utils import timezone
 
-from llmqueue.balancer import (
+from llmqueue.conf import conf
+from llmqueue.db.rows import db_param, instances_read, placeholders, rows_read, rows_update
+from llmqueue.models import Endpoint, Job, Status, status_literals
+from llmqueue.policies.balancer import (
     FailureStats,
     Strategy,
     ewma_update,
@@ -35,7 +38,7 @@ from llmqueue.balancer import (
     failure_record,
     strategy_for,
 )
-from llmqueue.breaker import (
+from llmqueue.policies.breaker import (
     BreakerSettings,
     BreakerState,
     CallOutcome,
@@ -43,9 +46,6 @@ from llmqueue.breaker import (
     breaker_allow,
     breaker_record,
 )
-from llmqueue.conf import conf
-from llmqueue.models import Endpoint, Job, Status, status_literals
-from llmqueue.rows import db_param, instances_read, placeholders, rows_read, rows_update
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +110,7 @@ def _stats(e: Endpoint) -> FailureStats:
 
 def endpoint_in_flight(*, now: Any = None) -> dict[int, int]:
     """Calls in flight per endpoint id, across the fleet. Its SQL is written once
-    (``llmqueue.rows``): every drain step runs it; the status is a literal so that SQLite
+    (``llmqueue.db.rows``): every drain step runs it; the status is a literal so that SQLite
     matches the partial index job_running."""
     now = now or timezone.now()
     sql = (
@@ -323,7 +323,7 @@ def _learn_one(e: Endpoint, results: Iterable[Any], settings: BreakerSettings, t
 
 
 def _endpoint_update(pk: int, fields: dict[str, Any], *, version: int | None = None) -> int:
-    # One row, but every step writes it: one statement written once (llmqueue.rows).
+    # One row, but every step writes it: one statement written once (llmqueue.db.rows).
     where = ("id",) if version is None else ("id", "breaker_version")
     match = (pk,) if version is None else (pk, version)
     return rows_update(

@@ -8,9 +8,9 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from llmqueue.buckets import Bucket, BucketState, bucket_peek
+from llmqueue.limits.ledger import LIMIT_FIELDS, usage_of
 from llmqueue.models import TokenBucket, UserLimits
-from llmqueue.ratelimit import LIMIT_FIELDS, usage_of
+from llmqueue.policies.buckets import Bucket, BucketState, bucket_peek
 
 
 @admin.register(UserLimits)

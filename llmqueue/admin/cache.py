@@ -18,8 +18,8 @@ from django.urls import path, reverse
 from django.utils import timezone
 
 from llmqueue.cache.store import cache_purge
-from llmqueue.cache.warm import WARM_PRIORITY, cache_warm, warm_specs, warm_status
 from llmqueue.errors import SubmitError
+from llmqueue.jobs.warm import WARM_PRIORITY, cache_warm, warm_specs, warm_status
 from llmqueue.models import CacheEntry
 
 

@@ -188,7 +188,7 @@ class InstancesInsert:
     key (``pre_save`` applied, as ``save`` would). Prepared when made, which a caller can do
     before it takes a lock, but for the ``late`` fields: those it may still set, and they are
     read when ``run`` writes. Ids do not come back: find them by what the caller knows
-    (``llmqueue.jobs.submit`` reads a new batch's ids in insertion order).
+    (``llmqueue.jobs.intake`` reads a new batch's ids in insertion order).
     """
 
     def __init__(self, objs: Sequence[models.Model], *, late: Sequence[str] = ()) -> None:

@@ -32,8 +32,10 @@ from asgiref.sync import sync_to_async
 from django.db import close_old_connections, connections, transaction
 from django.utils import timezone
 
+from llmqueue.calls.client import Upstream
 from llmqueue.conf import conf
-from llmqueue.dispatch import endpoints_learn
+from llmqueue.db.locking import writer_turn
+from llmqueue.endpoints.pools import endpoints_learn
 from llmqueue.jobs import (
     AttemptResult,
     Claim,
@@ -45,10 +47,9 @@ from llmqueue.jobs import (
     queue_has_due,
     queue_next_due,
 )
-from llmqueue.locking import writer_turn
+from llmqueue.limits.ledger import buckets_learn
 from llmqueue.models import DrainSlot, Outcome
-from llmqueue.ratelimit import buckets_learn
-from llmqueue.slots import (
+from llmqueue.worker.slots import (
     slot_acquire,
     slot_beat,
     slot_hosts,
@@ -57,11 +58,10 @@ from llmqueue.slots import (
     slots_live,
     stop_on_signals,
 )
-from llmqueue.upstream import Upstream
 
 log = logging.getLogger(__name__)
 
-DRAIN_TASK = "llmqueue.drain.drain"
+DRAIN_TASK = "llmqueue.worker.drain.drain"
 #: how long a drain with a healthy reserve lets finished calls gather before a step. A step
 #: costs ~3 ms of CPU however small, plus ~0.18 ms a job (bench/step.py), so longer gathers
 #: cost less per job; but every step a new job waits for is delay for it: with 50 ms and a
@@ -110,7 +110,7 @@ def drain_wake(jobs: int = 1) -> None:
 def housekeeping() -> dict[str, int]:
     """Every minute: requeue jobs whose worker died, start a drain if work waits unseen, and
     make sure the health checker runs."""
-    from llmqueue.health import health_wake
+    from llmqueue.endpoints.health import health_wake
 
     health_wake()
     reaped = jobs_reap()

@@ -40,10 +40,10 @@ import httpx
 from django.utils import timezone
 from httpx_aiohttp import AiohttpTransport
 
-from llmqueue.breaker import CallOutcome, outcome_for_status
-from llmqueue.dispatch import Target
+from llmqueue.endpoints.pools import Target
 from llmqueue.jobs import AttemptResult, Claim
 from llmqueue.models import Kind, Outcome
+from llmqueue.policies.breaker import CallOutcome, outcome_for_status
 
 USER_AGENT = "llmqueue"
 PATHS = {

@@ -12,7 +12,7 @@ from django_q.signals import post_spawn
 
 from llmqueue.conf import conf
 
-HOUSEKEEPING_TASK = "llmqueue.drain.housekeeping"
+HOUSEKEEPING_TASK = "llmqueue.worker.drain.housekeeping"
 
 
 @receiver(post_migrate)
@@ -21,19 +21,26 @@ def ensure_schedules(sender: Any, app_config: Any = None, **kwargs: Any) -> None
         return
     from django_q.models import Schedule
 
-    Schedule.objects.get_or_create(
+    # update_or_create: a database made before the task moved keeps its schedule row, whose
+    # func must follow the task's module
+    Schedule.objects.update_or_create(
         name="llmqueue housekeeping",
-        defaults={"func": HOUSEKEEPING_TASK, "schedule_type": Schedule.MINUTES, "minutes": 1},
+        defaults={"func": HOUSEKEEPING_TASK},
+        create_defaults={
+            "func": HOUSEKEEPING_TASK,
+            "schedule_type": Schedule.MINUTES,
+            "minutes": 1,
+        },
     )
 
 
 @receiver(post_spawn)
 def wake_on_worker_start(sender: Any, proc_name: str = "", **kwargs: Any) -> None:
     # After a crash or a restart nobody else would start draining until the next schedule.
-    from llmqueue.drain import drain_wake
-    from llmqueue.health import health_wake
-    from llmqueue.slots import slots_register
-    from llmqueue.upstream import tls_context
+    from llmqueue.calls.client import tls_context
+    from llmqueue.endpoints.health import health_wake
+    from llmqueue.worker.drain import drain_wake
+    from llmqueue.worker.slots import slots_register
 
     # Made now, not by the first call of a drain that has work waiting (~46 ms of CPU).
     tls_context()

@@ -1,10 +1,10 @@
 """Active health checks: ``GET {base_url}/models`` on every enabled endpoint, traffic or not.
 
-One checker runs for the whole fleet (it holds the health slot, see ``llmqueue.slots``), as
+One checker runs for the whole fleet (it holds the health slot, see ``llmqueue.worker.slots``), as
 a django-q2 task that checks every ``HEALTH_INTERVAL_S`` and hands over to a fresh task every
 few minutes. An endpoint becomes unhealthy after ``HEALTH_UNHEALTHY_AFTER`` failed checks in a
 row and healthy again after ``HEALTH_HEALTHY_AFTER`` good ones. The claim skips unhealthy
-endpoints. Passive health, from real calls, goes to the breaker (``llmqueue.dispatch``).
+endpoints. Passive health, from real calls, goes to the breaker (``llmqueue.endpoints.pools``).
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from django.db import close_old_connections, connections
 from django.db.models import F
 from django.utils import timezone
 
+from llmqueue.calls.client import tls_context
 from llmqueue.conf import conf
 from llmqueue.models import Endpoint
-from llmqueue.slots import (
+from llmqueue.worker.slots import (
     HEALTH_HOST,
     slot_acquire,
     slot_beat,
@@ -32,11 +33,10 @@ from llmqueue.slots import (
     slots_live,
     stop_on_signals,
 )
-from llmqueue.upstream import tls_context
 
 log = logging.getLogger(__name__)
 
-HEALTH_TASK = "llmqueue.health.health_loop"
+HEALTH_TASK = "llmqueue.endpoints.health.health_loop"
 #: a checker hands over to a fresh task after this long (django-q2 timeouts stay sane)
 LOOP_SECONDS = 300.0
 

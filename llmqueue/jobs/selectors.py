@@ -14,10 +14,10 @@ from django.db.models.functions import Cast, Substr
 from django.utils import timezone
 
 from llmqueue import metrics
-from llmqueue.dispatch import endpoint_in_flight
+from llmqueue.endpoints.pools import endpoint_in_flight
 from llmqueue.jobs import queue_due_count
+from llmqueue.jobs.timeseries import window_summary
 from llmqueue.models import TERMINAL, Batch, Endpoint, Job, Status, TokenBucket
-from llmqueue.timeseries import window_summary
 
 
 def jobs_of(*, owner: Any, status: str | None = None) -> QuerySet[Job]:
@@ -52,7 +52,7 @@ def queue_stats(*, window_s: int = 300) -> dict[str, Any]:
     """Depth by status, recent throughput, cache hit rate, endpoints.
 
     Also (optional fields, added later): ``latency`` (queue wait and upstream p50/p95 over the
-    window, from ``llmqueue.timeseries``), ``rate_limits`` (``rate_limit_state``) and
+    window, from ``llmqueue.jobs.timeseries``), ``rate_limits`` (``rate_limit_state``) and
     ``by_priority`` (``depth_by_priority``).
     """
     now = timezone.now()

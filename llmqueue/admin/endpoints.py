@@ -1,4 +1,4 @@
-"""The Django admin: endpoints, jobs and dead letters (one-click retry). Thin over llmqueue.jobs."""
+"""The admin of endpoints: their settings, health and breakers (staff only)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,8 @@ from django.db.models.functions import Now
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-# Jobs and dead letters live in llmqueue.admin_jobs, limits in llmqueue.admin_limits;
-# importing them registers them.
-from llmqueue import admin_jobs, admin_limits  # noqa: F401
-from llmqueue.dispatch import breaker_reset
-from llmqueue.health import endpoints_check
+from llmqueue.endpoints.health import endpoints_check
+from llmqueue.endpoints.pools import breaker_reset
 from llmqueue.models import Endpoint, Job, Status
 
 
@@ -177,7 +174,3 @@ def _badge(text: str, color: str, *, title: str = "") -> str:
         color,
         text,
     )
-
-
-# The response cache's admin (entries, purges, warming) lives beside the cache.
-from llmqueue.cache.admin import CacheEntryAdmin  # noqa: E402, F401

@@ -1,6 +1,6 @@
 """A stand-in LLM endpoint: a real OpenAI-compatible HTTP server for tests and benchmarks.
 
-It answers like ``llmqueue.echo``, after a configurable latency, and can be told to fail:
+It answers like ``llmqueue.standin.echo``, after a configurable latency, and can be told to fail:
 
     python -m llmqueue.standin --port 9001 --latency-ms 100
 
@@ -26,7 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
-from llmqueue.echo import ECHO_MODEL, echo_answer, models_answer
+from llmqueue.standin.echo import ECHO_MODEL, echo_answer, models_answer
 
 ROUTES = {
     "/v1/chat/completions": "chat",
@@ -120,7 +120,3 @@ def main() -> None:
     web.run_app(
         standin.app(), host=args.host, port=args.port, print=None, access_log=None, backlog=1024
     )
-
-
-if __name__ == "__main__":
-    main()

@@ -11,20 +11,20 @@ from django.db import DEFAULT_DB_ALIAS, IntegrityError, transaction
 from django.utils import timezone
 
 from llmqueue import metrics
-from llmqueue.buckets import estimate_tokens
 from llmqueue.cache import cache_keys_for, cache_lookup_many
 from llmqueue.cache import metrics as cache_metrics
 from llmqueue.conf import conf
+from llmqueue.db.locking import writer_turn
+from llmqueue.db.rows import InstancesInsert
 from llmqueue.errors import ModelNotServed
-from llmqueue.fairness import fair_seqs_assign
+from llmqueue.jobs.fairness import fair_seqs_assign
 from llmqueue.jobs.singleflight import by_cache, cache_wanted
-from llmqueue.jobs.states import wake_on_commit
-from llmqueue.locking import writer_turn
-from llmqueue.models import Batch, Endpoint, Job, Status
-from llmqueue.ratelimit import (
+from llmqueue.jobs.transitions import wake_on_commit
+from llmqueue.limits.ledger import (
     submission_admit,
 )
-from llmqueue.rows import InstancesInsert
+from llmqueue.models import Batch, Endpoint, Job, Status
+from llmqueue.policies.buckets import estimate_tokens
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,7 +178,7 @@ _DECIDED_LOCKED = (
 def _batch_insert(batch: Batch, jobs: list[Job], insert: InstancesInsert) -> None:
     """Save new jobs of a batch created in this transaction, and give them their ids.
 
-    One prepared INSERT for all (``llmqueue.rows``): ``bulk_create`` spent ~0.35 s of a
+    One prepared INSERT for all (``llmqueue.db.rows``): ``bulk_create`` spent ~0.35 s of a
     1,000-job submission building SQL, all of it holding SQLite's write lock, which the
     drains wait for. The ids are read back by batch in id order: within the transaction
     that created the batch, only these inserts added its rows, and ids grow in insertion
@@ -191,7 +191,7 @@ def _batch_insert(batch: Batch, jobs: list[Job], insert: InstancesInsert) -> Non
     for job, pk in zip(jobs, reversed(list(newest[: len(jobs)])), strict=True):
         job.pk = pk
         job._state.adding = False
-        job._state.db = DEFAULT_DB_ALIAS  # where llmqueue.rows wrote it
+        job._state.db = DEFAULT_DB_ALIAS  # where llmqueue.db.rows wrote it
 
 
 def _admit(owner: Any, jobs: list[Job]) -> None:

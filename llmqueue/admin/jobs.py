@@ -19,9 +19,8 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from llmqueue import selectors
 from llmqueue.errors import TransitionError
-from llmqueue.jobs import job_retry, jobs_retry
+from llmqueue.jobs import job_retry, jobs_retry, selectors
 from llmqueue.models import DeadLetter, Endpoint, Job, JobAttempt, Status
 
 _TONES = {

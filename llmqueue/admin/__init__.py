@@ -1,0 +1,7 @@
+"""The Django admin: endpoints (``endpoints``), jobs and dead letters with one-click retry
+(``jobs``), rate limits and quotas (``limits``) and the response cache (``cache``). Each module
+registers its own models; all of them are thin over the services below."""
+
+from llmqueue.admin import cache, endpoints, jobs, limits
+
+__all__ = ["cache", "endpoints", "jobs", "limits"]

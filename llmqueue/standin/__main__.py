@@ -1,0 +1,3 @@
+from llmqueue.standin.server import main
+
+main()
