@@ -10,7 +10,7 @@ times each operation below three times and prints the median wall time, in ms: a
 of one job and of 1,000 (both hold the write lock on SQLite, which the drains wait for), a
 drain's claim of 32 and the recording of their outcomes, the drains' idle poll (the next due
 job), the reaper, a /metrics scrape's database gauges and the stats API's ``queue_stats``.
-``tests/test_queue_scale.py`` checks the same operations for growth with the queue; this
+``tests/jobs/test_queue_scale.py`` checks the same operations for growth with the queue; this
 prints how much they cost.
 """
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.db import connection
+from django.test import Client
 from rest_framework.test import APIClient
 
 from tests.factories import make_endpoint, make_user
@@ -81,6 +82,23 @@ def staff_api(staff: Any) -> APIClient:
     client = APIClient()
     client.force_authenticate(staff)
     return client
+
+
+def logged_in(user: Any) -> Client:
+    """A page client with ``user`` logged in."""
+    c = Client()
+    c.force_login(user)
+    return c
+
+
+@pytest.fixture
+def web(user: Any) -> Client:
+    return logged_in(user)
+
+
+@pytest.fixture
+def admin_web(staff: Any) -> Client:
+    return logged_in(staff)
 
 
 @pytest.fixture

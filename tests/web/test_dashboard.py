@@ -11,7 +11,7 @@ from django.utils import timezone
 from llmqueue.jobs import job_submit
 from llmqueue.models import Job, Status, TokenBucket
 from tests.factories import chat_spec, make_endpoint
-from tests.web.conftest import logged_in
+from tests.fixtures import logged_in
 
 pytestmark = pytest.mark.django_db
 

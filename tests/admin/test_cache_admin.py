@@ -16,8 +16,8 @@ from llmqueue.cache import StoreItem, cache_store_many
 from llmqueue.errors import SubmitError
 from llmqueue.jobs.warm import cache_warm, warm_specs, warm_status
 from llmqueue.models import CacheEntry, Job
+from tests.cache.test_store import run_due
 from tests.factories import chat_payload, make_user
-from tests.test_cache import run_due
 
 pytestmark = pytest.mark.django_db
 
