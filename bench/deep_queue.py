@@ -96,7 +96,8 @@ def operations(user: Any) -> dict[str, Callable[[], Any]]:
     from django.db import transaction
     from django.utils import timezone
 
-    from llmqueue import metrics, selectors
+    from llmqueue import metrics
+    from llmqueue.calls.types import CallResult
     from llmqueue.jobs import (
         AttemptResult,
         JobSpec,
@@ -106,6 +107,7 @@ def operations(user: Any) -> dict[str, Callable[[], Any]]:
         jobs_record,
         jobs_submit_many,
         queue_next_due,
+        selectors,
     )
     from llmqueue.models import Outcome
 
@@ -125,11 +127,14 @@ def operations(user: Any) -> dict[str, Callable[[], Any]]:
                 [
                     AttemptResult(
                         claim=c,
-                        started_at=now,
-                        duration_ms=1.0,
-                        outcome=Outcome.SUCCESS,
-                        http_status=200,
-                        body=body,
+                        call=CallResult(
+                            target=c.target,
+                            started_at=now,
+                            duration_ms=1.0,
+                            outcome=Outcome.SUCCESS,
+                            http_status=200,
+                            body=body,
+                        ),
                     )
                     for c in claims
                 ]

@@ -68,12 +68,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from django.db import transaction
     from django.utils import timezone
 
+    from llmqueue.calls.types import CallOutcome, CallResult
     from llmqueue.db.locking import writer_turn
     from llmqueue.endpoints.pools import endpoints_learn
-    from llmqueue.jobs import AttemptResult, JobSpec, jobs_claim, jobs_record, jobs_submit_many
-    from llmqueue.limits.ledger import buckets_learn
+    from llmqueue.jobs import (
+        AttemptResult,
+        JobSpec,
+        attempt_usages,
+        jobs_claim,
+        jobs_record,
+        jobs_submit_many,
+    )
+    from llmqueue.limits.ledger import buckets_reconcile
     from llmqueue.models import Endpoint, Job, Outcome, Status
-    from llmqueue.policies.breaker import CallOutcome
 
     Endpoint.objects.create(
         name=f"step-{uuid.uuid4().hex[:6]}",
@@ -104,8 +111,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     def step(results: list[Any], want: int) -> list[Any]:
         with writer_turn(), transaction.atomic():
             timed("record", jobs_record, results)
-            timed("learn", endpoints_learn, results)
-            timed("learn", buckets_learn, results)
+            timed("learn", endpoints_learn, [r.call for r in results])
+            timed("learn", buckets_reconcile, attempt_usages(results))
             claims = timed("claim", jobs_claim, limit=want)
             c = time.thread_time()
         parts["commit"] += time.thread_time() - c
@@ -122,12 +129,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results = [
             AttemptResult(
                 claim=c,
-                started_at=now - dt.timedelta(milliseconds=100),
-                duration_ms=100.0,
-                outcome=Outcome.SUCCESS,
-                http_status=200,
-                body=answer(c.job_id),
-                health=CallOutcome.SUCCESS,
+                call=CallResult(
+                    target=c.target,
+                    started_at=now - dt.timedelta(milliseconds=100),
+                    duration_ms=100.0,
+                    outcome=Outcome.SUCCESS,
+                    http_status=200,
+                    body=answer(c.job_id),
+                    health=CallOutcome.SUCCESS,
+                ),
             )
             for c in claims
         ]

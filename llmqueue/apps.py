@@ -7,5 +7,12 @@ class LlmqueueConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from llmqueue import checks  # noqa: F401  (registers the system checks)
-        from llmqueue.worker import signals  # noqa: F401  (connects the receivers)
+        # Imported once the app registry is ready, as Django asks: the system checks and the
+        # signal receivers register themselves; the scrape-time collectors join /metrics.
+        from llmqueue import checks, metrics  # noqa: F401
+        from llmqueue.cache.metrics import CacheStateCollector
+        from llmqueue.jobs.collectors import QueueStateCollector
+        from llmqueue.worker import signals  # noqa: F401
+
+        metrics.STATE_REGISTRY.register(QueueStateCollector())
+        metrics.STATE_REGISTRY.register(CacheStateCollector())

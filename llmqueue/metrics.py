@@ -24,8 +24,10 @@ instances and take ``max`` of the state series (every web host reports the same 
     from llmqueue import metrics
     metrics.rate_limit_wait(scope="user-rpm")
 
-The response cache keeps its own counters and state collector in ``llmqueue.cache.metrics``;
-a state collector joins this page with ``metrics.STATE_REGISTRY.register(collector)``.
+This module is a leaf: services call its event hooks, and it reads no table. The state
+collectors live with what they read (``llmqueue.jobs.collectors`` for the queue and the
+endpoints, ``llmqueue.cache.metrics`` for the cache); the app registers them on
+``STATE_REGISTRY`` when it is ready (``llmqueue.apps``).
 """
 
 from __future__ import annotations
@@ -33,12 +35,10 @@ from __future__ import annotations
 import glob
 import os
 from collections import Counter as Tally
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Min
-from django.utils import timezone
 from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
@@ -47,8 +47,8 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
+
+from llmqueue.calls.types import CallResult
 
 #: upstream call durations, seconds: LLM calls take from milliseconds (cache, small models)
 #: to minutes (long generations)
@@ -120,17 +120,18 @@ def jobs_finished(outcome: str, n: int = 1) -> None:
         _after_commit(lambda: JOBS_FINISHED.labels(outcome).inc(n))
 
 
-def attempts_recorded(results: Sequence[Any], *, finished: Mapping[int, str]) -> None:
-    """Count a drain step's calls, and the jobs they finished.
-
-    ``results`` are ``llmqueue.jobs.AttemptResult``; ``finished`` maps each job whose terminal
-    transition won its fence to its new status. Counted once the step commits.
+def attempts_recorded(
+    results: Sequence[CallResult], *, waits: Iterable[float], finished: Iterable[str]
+) -> None:
+    """Count a drain step's calls, and the jobs they finished: ``waits`` are those jobs' queue
+    waits (seconds from submission to first claim), ``finished`` the terminal status of each
+    job whose transition won its fence. Counted once the step commits.
     """
-    calls = Tally((r.claim.target.name, str(r.outcome)) for r in results)
-    throttled = Tally(r.claim.target.name for r in results if r.http_status == 429)
-    durations = [(r.claim.target.name, max(0.0, r.duration_ms / 1000.0)) for r in results]
-    outcomes = Tally(finished.values())
-    waits = [max(0.0, r.claim.waited_s) for r in results if r.claim.job_id in finished]
+    calls = Tally((r.target.name, str(r.outcome)) for r in results)
+    throttled = Tally(r.target.name for r in results if r.http_status == 429)
+    durations = [(r.target.name, max(0.0, r.duration_ms / 1000.0)) for r in results]
+    outcomes = Tally(finished)
+    waits = [max(0.0, w) for w in waits]
 
     def count() -> None:
         for (endpoint, outcome), n in calls.items():
@@ -160,82 +161,8 @@ def rate_limit_wait(*, scope: str, n: int = 1) -> None:
     RATE_LIMIT_WAITS.labels(scope).inc(n)
 
 
-# --- state: read from the database at scrape time -------------------------------------------
-
-
-class QueueStateCollector(Collector):
-    """Gauges read from the database on each scrape (see the module docstring)."""
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        from llmqueue.endpoints.pools import endpoint_in_flight
-        from llmqueue.jobs import queue_due_count
-        from llmqueue.models import Endpoint, Job, Status
-
-        now = timezone.now()
-        depth = GaugeMetricFamily(
-            "llmqueue_queue_depth",
-            "Jobs waiting or running now, and dead letters waiting for an operator.",
-            labels=["status"],
-        )
-        # Only the queue's statuses: the history is counted by llmqueue_jobs_finished_total
-        # instead. A COUNT each, from an index: the running and dead ones from their own
-        # (job_running, job_dead); the queued one from job_owner_status (~40 ms at 400,000
-        # jobs), where one GROUP BY of the three also sorted them (145 ms).
-        for status in (Status.QUEUED, Status.RUNNING, Status.DEAD):
-            depth.add_metric([status], Job.objects.filter(status=status).count())
-        yield depth
-        due = Job.objects.filter(status=Status.QUEUED, available_at__lte=now)
-        oldest = due.aggregate(t=Min("available_at"))["t"]
-        yield GaugeMetricFamily(
-            "llmqueue_queue_due",
-            "Queued jobs whose time has come (not backing off).",
-            queue_due_count(now),
-        )
-        yield GaugeMetricFamily(
-            "llmqueue_queue_oldest_due_seconds",
-            "How long the oldest due job has been claimable without being claimed.",
-            (now - oldest).total_seconds() if oldest else 0.0,
-        )
-        yield from _endpoint_families(list(Endpoint.objects.all()), endpoint_in_flight())
-
-
-def _endpoint_families(endpoints: list[Any], in_flight: dict[int, int]) -> Iterator[Any]:
-    labels = ["endpoint"]
-    enabled = GaugeMetricFamily("llmqueue_endpoint_enabled", "1 if enabled.", labels=labels)
-    healthy = GaugeMetricFamily(
-        "llmqueue_endpoint_healthy", "1 if its health checks pass.", labels=labels
-    )
-    breaker = GaugeMetricFamily(
-        "llmqueue_endpoint_breaker_state",
-        "1 for the circuit breaker's current state (closed, open, half_open).",
-        labels=["endpoint", "state"],
-    )
-    flight = GaugeMetricFamily(
-        "llmqueue_endpoint_in_flight", "Calls in flight under a live lease.", labels=labels
-    )
-    room = GaugeMetricFamily(
-        "llmqueue_endpoint_max_concurrency", "The endpoint's max_concurrency.", labels=labels
-    )
-    latency = GaugeMetricFamily(
-        "llmqueue_endpoint_latency_seconds",
-        "The balancer's latency average of the endpoint (peak EWMA).",
-        labels=labels,
-    )
-    for e in endpoints:
-        enabled.add_metric([e.name], float(e.enabled))
-        healthy.add_metric([e.name], float(e.healthy))
-        for state in ("closed", "open", "half_open"):
-            breaker.add_metric([e.name, state], float(e.breaker_state == state))
-        flight.add_metric([e.name], in_flight.get(e.id, 0))
-        room.add_metric([e.name], e.max_concurrency)
-        if e.latency_ms is not None:
-            latency.add_metric([e.name], e.latency_ms / 1000.0)
-    yield from (enabled, healthy, breaker, flight, room, latency)
-
-
 #: collectors of database state, read on each scrape of /metrics
 STATE_REGISTRY = CollectorRegistry(auto_describe=False)
-STATE_REGISTRY.register(QueueStateCollector())
 
 
 def multiprocess_dir() -> str | None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 
-from llmqueue.jobs import JobSpec
-from llmqueue.models import Endpoint
+from llmqueue.calls.types import CallResult
+from llmqueue.jobs import AttemptResult, Claim, JobSpec
+from llmqueue.models import Endpoint, Outcome
 
 _seq = itertools.count(1)
 
@@ -36,3 +39,22 @@ def chat_spec(text: str | None = None, *, priority: int = 5, **kw: Any) -> JobSp
     # (a hit, or a single-flight follower), which only the cache's own tests want.
     text = f"hello {next(_seq)}" if text is None else text
     return JobSpec(kind="chat", payload=chat_payload(text), priority=priority, **kw)
+
+
+def attempt(
+    claim: Claim,
+    *,
+    outcome: Outcome = Outcome.SUCCESS,
+    duration_ms: float = 1.0,
+    started_at: dt.datetime | None = None,
+    **call: Any,
+) -> AttemptResult:
+    """A claim paired with its call's result, as the drain pairs them."""
+    result = CallResult(
+        target=claim.target,
+        started_at=started_at or timezone.now(),
+        duration_ms=duration_ms,
+        outcome=outcome,
+        **call,
+    )
+    return AttemptResult(claim=claim, call=result)

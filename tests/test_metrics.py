@@ -12,7 +12,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from llmqueue import metrics
 from llmqueue.jobs import (
-    AttemptResult,
     job_cancel,
     job_submit,
     jobs_claim,
@@ -22,7 +21,7 @@ from llmqueue.jobs import (
     jobs_submit_many,
 )
 from llmqueue.models import Job, Outcome, Status
-from tests.factories import chat_spec, make_endpoint, make_user
+from tests.factories import attempt, chat_spec, make_endpoint, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -37,9 +36,7 @@ def claim(limit: int = 100):
 
 
 def result(c, outcome=Outcome.SUCCESS, **kw):
-    return AttemptResult(
-        claim=c, started_at=timezone.now(), duration_ms=250.0, outcome=outcome, **kw
-    )
+    return attempt(c, started_at=timezone.now(), duration_ms=250.0, outcome=outcome, **kw)
 
 
 def test_submissions_count_on_commit(user, echo_endpoint, django_capture_on_commit_callbacks):

@@ -32,7 +32,7 @@ from prometheus_client import Counter, Gauge
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from llmqueue.metrics import STATE_REGISTRY
+from llmqueue.models import CacheEntry, Job, Status
 
 HITS = Counter(
     "llmqueue_cache_hits",
@@ -69,8 +69,6 @@ class CacheStateCollector(Collector):
     """The database level's size and the recent hit ratio, read on each scrape."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        from llmqueue.models import CacheEntry, Job, Status
-
         size = CacheEntry.objects.aggregate(n=Count("id"), b=Sum("size_bytes"))
         yield GaugeMetricFamily(
             "llmqueue_cache_entries", "Entries in the database level of the cache.", size["n"]
@@ -90,6 +88,3 @@ class CacheStateCollector(Collector):
             "answered (cache hits and single-flight followers).",
             recent["hits"] / recent["n"] if recent["n"] else 0.0,
         )
-
-
-STATE_REGISTRY.register(CacheStateCollector())

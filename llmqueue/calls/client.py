@@ -4,7 +4,8 @@
     completion  -> POST {base_url}/completions
     embedding   -> POST {base_url}/embeddings
 
-Every call ends as an ``AttemptResult`` whose ``outcome`` is one of:
+Every call takes a ``CallRequest`` and ends as a ``CallResult`` (``llmqueue.calls.types``) whose
+``outcome`` is one of:
 
     success    2xx with a JSON body
     retry      connect error, timeout, 5xx, 429 (with its Retry-After), a 2xx that is not JSON
@@ -40,10 +41,8 @@ import httpx
 from django.utils import timezone
 from httpx_aiohttp import AiohttpTransport
 
-from llmqueue.endpoints.pools import Target
-from llmqueue.jobs import AttemptResult, Claim
+from llmqueue.calls.types import CallOutcome, CallRequest, CallResult, Target, outcome_for_status
 from llmqueue.models import Kind, Outcome
-from llmqueue.policies.breaker import CallOutcome, outcome_for_status
 
 USER_AGENT = "llmqueue"
 PATHS = {
@@ -122,11 +121,12 @@ def _error_message(response: httpx.Response) -> str:
 
 
 def classify(
-    claim: Claim, response: httpx.Response, started: dt.datetime, ms: float
-) -> AttemptResult:
+    target: Target, response: httpx.Response, started: dt.datetime, ms: float
+) -> CallResult:
+    """The one classification of an HTTP answer (the module docstring tells the rules)."""
     status = response.status_code
     common: dict[str, Any] = {
-        "claim": claim,
+        "target": target,
         "started_at": started,
         "duration_ms": ms,
         "http_status": status,
@@ -135,11 +135,11 @@ def classify(
     }
     if 200 <= status < 300:
         try:
-            return AttemptResult(outcome=Outcome.SUCCESS, body=response.json(), **common)
+            return CallResult(outcome=Outcome.SUCCESS, body=response.json(), **common)
         except ValueError:
             # A proxy's error page with a 200: the endpoint is not answering as it should.
             common["health"] = CallOutcome.FAILURE
-            return AttemptResult(
+            return CallResult(
                 outcome=Outcome.RETRY, error=f"HTTP {status}: body is not JSON", **common
             )
     message = f"HTTP {status}: {_error_message(response)}"
@@ -148,12 +148,12 @@ def classify(
         # the endpoint is paused (Retry-After, or a second when it names no time).
         retry_after = parse_retry_after(response.headers.get("retry-after"))
         common["pause_s"] = max(common["pause_s"] or 0.0, retry_after or 1.0)
-        return AttemptResult(
+        return CallResult(
             outcome=Outcome.RETRY, error=message, retry_after=retry_after, spent=False, **common
         )
     if 400 <= status < 500:
-        return AttemptResult(outcome=Outcome.REJECTED, error=message, **common)
-    return AttemptResult(outcome=Outcome.RETRY, error=message, **common)
+        return CallResult(outcome=Outcome.REJECTED, error=message, **common)
+    return CallResult(outcome=Outcome.RETRY, error=message, **common)
 
 
 def aiohttp_transport(limits: httpx.Limits) -> httpx.AsyncBaseTransport:
@@ -220,13 +220,13 @@ class Upstream:
             self._routes[key] = route
         return route
 
-    async def call(self, claim: Claim) -> AttemptResult:
-        target = claim.target
+    async def call(self, call: CallRequest) -> CallResult:
+        target = call.target
         route = self._route(target)
         request = httpx.Request(
             "POST",
-            route.urls[claim.kind],
-            json=claim.payload,
+            route.urls[call.kind],
+            json=call.payload,
             headers=route.headers,
             extensions={"timeout": route.timeout},
         )
@@ -244,20 +244,20 @@ class Upstream:
             # its cause says what really happened.)
             cause = exc.__cause__ or exc
             error = f"cannot connect: {type(cause).__name__}: {cause}"
-            return self._failed(claim, started, t0, error, spent=False)
+            return self._failed(target, started, t0, error, spent=False)
         except httpx.TimeoutException as exc:
             error = f"timeout after {target.timeout_s:g}s ({type(exc).__name__})"
-            return self._failed(claim, started, t0, error, spent=True)
+            return self._failed(target, started, t0, error, spent=True)
         except httpx.HTTPError as exc:
-            return self._failed(claim, started, t0, f"{type(exc).__name__}: {exc}", spent=True)
-        return classify(claim, response, started, (time.perf_counter() - t0) * 1000)
+            return self._failed(target, started, t0, f"{type(exc).__name__}: {exc}", spent=True)
+        return classify(target, response, started, (time.perf_counter() - t0) * 1000)
 
     @staticmethod
     def _failed(
-        claim: Claim, started: dt.datetime, t0: float, error: str, *, spent: bool
-    ) -> AttemptResult:
-        return AttemptResult(
-            claim=claim,
+        target: Target, started: dt.datetime, t0: float, error: str, *, spent: bool
+    ) -> CallResult:
+        return CallResult(
+            target=target,
             started_at=started,
             duration_ms=(time.perf_counter() - t0) * 1000,
             outcome=Outcome.RETRY,

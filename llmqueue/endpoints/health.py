@@ -1,44 +1,23 @@
 """Active health checks: ``GET {base_url}/models`` on every enabled endpoint, traffic or not.
 
-One checker runs for the whole fleet (it holds the health slot, see ``llmqueue.worker.slots``), as
-a django-q2 task that checks every ``HEALTH_INTERVAL_S`` and hands over to a fresh task every
-few minutes. An endpoint becomes unhealthy after ``HEALTH_UNHEALTHY_AFTER`` failed checks in a
-row and healthy again after ``HEALTH_HEALTHY_AFTER`` good ones. The claim skips unhealthy
-endpoints. Passive health, from real calls, goes to the breaker (``llmqueue.endpoints.pools``).
+The fleet's one checker (``llmqueue.worker.health``) runs ``endpoints_check`` every
+``HEALTH_INTERVAL_S``; the admin's "check now" runs it too. An endpoint becomes unhealthy
+after ``HEALTH_UNHEALTHY_AFTER`` failed checks in a row and healthy again after
+``HEALTH_HEALTHY_AFTER`` good ones. The claim skips unhealthy endpoints. Passive health, from
+real calls, goes to the breaker (``llmqueue.endpoints.pools``).
 """
 
 from __future__ import annotations
 
-import logging
-import secrets
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import httpx
-from django.db import close_old_connections, connections
 from django.db.models import F
 from django.utils import timezone
 
 from llmqueue.calls.client import tls_context
 from llmqueue.conf import conf
 from llmqueue.models import Endpoint
-from llmqueue.worker.slots import (
-    HEALTH_HOST,
-    slot_acquire,
-    slot_beat,
-    slot_owner,
-    slot_release,
-    slots_live,
-    stop_on_signals,
-)
-
-log = logging.getLogger(__name__)
-
-HEALTH_TASK = "llmqueue.endpoints.health.health_loop"
-#: a checker hands over to a fresh task after this long (django-q2 timeouts stay sane)
-LOOP_SECONDS = 300.0
 
 
 def endpoint_probe(endpoint: Endpoint) -> tuple[bool, str]:
@@ -96,55 +75,3 @@ def endpoints_check(*, endpoint_ids: list[int] | None = None) -> dict[str, bool]
     return dict(
         Endpoint.objects.filter(pk__in=[e.pk for e in endpoints]).values_list("name", "healthy")
     )
-
-
-def health_loop() -> str:
-    """django-q2 entry point: the fleet's one checker, for LOOP_SECONDS, then a successor."""
-    close_old_connections()
-    slot = slot_acquire(host=HEALTH_HOST, count=1, owner=slot_owner())
-    if slot is None:
-        return "another checker runs"
-    deadline = time.monotonic() + LOOP_SECONDS
-    rounds = 0
-    stop = threading.Event()
-    try:
-        with stop_on_signals(lambda signum: stop.set()):
-            rounds = _check_until(deadline, slot, stop)
-    finally:
-        slot_release(slot)
-        connections.close_all()
-    if not stop.is_set():
-        _enqueue_checker()
-    return f"{rounds} rounds"
-
-
-def _check_until(deadline: float, slot: Any, stop: threading.Event) -> int:
-    rounds = 0
-    while time.monotonic() < deadline and not stop.is_set():
-        started = time.monotonic()
-        try:
-            endpoints_check()
-            rounds += 1
-            if not slot_beat(slot):
-                log.warning("the health checker lost its slot; stopping")
-                return rounds
-        except Exception:  # a bad round must not end the checking
-            log.exception("health check round failed")
-            close_old_connections()
-        stop.wait(max(0.0, conf.HEALTH_INTERVAL_S - (time.monotonic() - started)))
-    return rounds
-
-
-def _enqueue_checker() -> None:
-    from django_q.tasks import async_task
-
-    async_task(HEALTH_TASK, task_name=f"health-{secrets.token_hex(4)}", q_options={"save": False})
-
-
-def health_wake(**_: Any) -> None:
-    """Start the checker unless one runs."""
-    try:
-        if slots_live(health=True) == 0:
-            _enqueue_checker()
-    except Exception:
-        log.exception("could not start the health checker")

@@ -27,6 +27,7 @@ from typing import Any
 from django.db import connection
 from django.utils import timezone
 
+from llmqueue.calls.types import CallOutcome, CallResult, Target
 from llmqueue.conf import conf
 from llmqueue.db.rows import db_param, instances_read, placeholders, rows_read, rows_update
 from llmqueue.models import Endpoint, Job, Status, status_literals
@@ -41,22 +42,10 @@ from llmqueue.policies.balancer import (
 from llmqueue.policies.breaker import (
     BreakerSettings,
     BreakerState,
-    CallOutcome,
     Phase,
     breaker_allow,
     breaker_record,
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class Target:
-    """What a drain needs to call an endpoint (a snapshot: the row may change meanwhile)."""
-
-    id: int
-    name: str
-    base_url: str
-    api_key: str
-    timeout_s: float
 
 
 def breaker_settings() -> BreakerSettings:
@@ -263,16 +252,16 @@ def dispatch_pools(*, now: Any = None) -> Pools:
     return Pools(dict(by_model), settings, seated)
 
 
-def endpoints_learn(results: Sequence[Any]) -> None:
-    """Feed finished calls (``jobs.AttemptResult``) to their endpoints' breakers and stats, and
-    pause the endpoints that asked for it.
+def endpoints_learn(results: Iterable[CallResult]) -> None:
+    """Feed finished calls to their endpoints' breakers and stats, and pause the endpoints
+    that asked for it.
 
     One locked read and one update per endpoint. Call inside the drain's transaction.
     """
-    by_endpoint: dict[int, list[Any]] = defaultdict(list)
+    by_endpoint: dict[int, list[CallResult]] = defaultdict(list)
     for r in results:
         if r.health is not None or r.pause_s:
-            by_endpoint[r.claim.target.id].append(r)
+            by_endpoint[r.target.id].append(r)
     if not by_endpoint:
         return
     settings = breaker_settings()
@@ -281,7 +270,9 @@ def endpoints_learn(results: Sequence[Any]) -> None:
         _learn_one(e, by_endpoint[e.id], settings, tau)
 
 
-def _learn_one(e: Endpoint, results: Iterable[Any], settings: BreakerSettings, tau: float) -> None:
+def _learn_one(
+    e: Endpoint, results: Iterable[CallResult], settings: BreakerSettings, tau: float
+) -> None:
     old = state = breaker_of(e)
     latency, latency_at = e.latency_ms, e.latency_at
     stats = _stats(e)

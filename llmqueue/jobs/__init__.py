@@ -27,6 +27,7 @@ they share). Import from here.
 from llmqueue.jobs.claims import (
     AttemptResult,
     Claim,
+    attempt_usages,
     jobs_claim,
     jobs_reap,
     jobs_record,
@@ -45,6 +46,7 @@ __all__ = [
     "AttemptResult",
     "Claim",
     "JobSpec",
+    "attempt_usages",
     "job_cancel",
     "job_retry",
     "job_submit",

@@ -16,9 +16,10 @@ from django.utils import timezone
 
 from llmqueue import metrics
 from llmqueue.cache import StoreItem
+from llmqueue.calls.types import CallResult, Target
 from llmqueue.conf import conf
 from llmqueue.db.rows import db_param, placeholders, rows_insert, rows_read, rows_update
-from llmqueue.endpoints.pools import Seat, Target, dispatch_pools
+from llmqueue.endpoints.pools import Seat, dispatch_pools
 from llmqueue.jobs.singleflight import followers_release, followers_rescue, leaders_settle
 from llmqueue.jobs.transitions import ALLOWED, RELEASE_LEASE, may_start
 from llmqueue.limits.ledger import (
@@ -30,7 +31,6 @@ from llmqueue.limits.ledger import (
 )
 from llmqueue.models import Endpoint, Job, JobAttempt, Outcome, Status, status_literals
 from llmqueue.policies.backoff import backoff_delay
-from llmqueue.policies.breaker import CallOutcome
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,24 +60,10 @@ class Claim:
 
 @dataclasses.dataclass(frozen=True)
 class AttemptResult:
-    """The outcome of one upstream call, as ``llmqueue.calls.client`` classified it."""
+    """One attempt of a claimed job: the claim, paired by the drain with its call's result."""
 
     claim: Claim
-    started_at: dt.datetime
-    duration_ms: float
-    outcome: Outcome
-    http_status: int | None = None
-    body: Any = None
-    error: str = ""
-    retry_after: float | None = None
-    #: what the call says about the endpoint (its breaker's input); None: nothing
-    health: CallOutcome | None = None
-    #: False when the job is not at fault and the endpoint will be held back instead: the
-    #: request never reached it (connection refused; its breaker stops the calls), or it
-    #: said 429 (it is paused): the job's attempt is given back
-    spent: bool = True
-    #: pause the endpoint this long (a 429's Retry-After, or rate-limit headers at zero)
-    pause_s: float | None = None
+    call: CallResult
 
 
 def jobs_claim(*, limit: int, lease_s: float | None = None) -> list[Claim]:
@@ -231,7 +217,7 @@ def _retry_delay(attempt: int, r: AttemptResult) -> float:
         attempt=attempt,
         base=conf.BACKOFF_BASE_S,
         cap=conf.BACKOFF_CAP_S,
-        retry_after=r.retry_after,
+        retry_after=r.call.retry_after,
         retry_after_cap=conf.RETRY_AFTER_CAP_S,
     )
 
@@ -277,63 +263,67 @@ def jobs_record(results: Sequence[AttemptResult]) -> None:
                 r.claim.attempt,
                 r.claim.target.id,
                 r.claim.target.name,
-                r.started_at,
-                r.duration_ms,
-                r.http_status,
-                r.outcome.value,
-                r.error[:4000],
+                r.call.started_at,
+                r.call.duration_ms,
+                r.call.http_status,
+                r.call.outcome.value,
+                r.call.error[:4000],
             )
             for r in results
         ),
     )
-    won = _succeed_many([r for r in results if r.outcome == Outcome.SUCCESS], now=now)
+    won = _succeed_many([r for r in results if r.call.outcome == Outcome.SUCCESS], now=now)
     dead: list[int] = []  # the jobs whose last transition won its fence
     for r in results:
-        if r.outcome == Outcome.SUCCESS:
+        if r.call.outcome == Outcome.SUCCESS:
             continue
         c = r.claim
         fence = Job.objects.filter(pk=c.job_id, status=Status.RUNNING, lease_token=c.token)
-        if r.outcome == Outcome.RETRY and not r.spent:
+        if r.call.outcome == Outcome.RETRY and not r.call.spent:
             fence.update(
                 status=Status.QUEUED,
-                error=r.error,
+                error=r.call.error,
                 attempts=F("attempts") - 1,
                 available_at=now + dt.timedelta(seconds=_retry_delay(c.attempt, r)),
                 **RELEASE_LEASE,
             )
-        elif r.outcome == Outcome.RETRY and c.attempt < c.max_attempts:
+        elif r.call.outcome == Outcome.RETRY and c.attempt < c.max_attempts:
             fence.update(
                 status=Status.QUEUED,
-                error=r.error,
+                error=r.call.error,
                 available_at=now + dt.timedelta(seconds=_retry_delay(c.attempt, r)),
                 **RELEASE_LEASE,
             )
         else:
-            error = r.error
-            if r.outcome == Outcome.RETRY:
-                error = f"gave up after {c.attempt} attempts; last error: {r.error}"
+            error = r.call.error
+            if r.call.outcome == Outcome.RETRY:
+                error = f"gave up after {c.attempt} attempts; last error: {r.call.error}"
             if fence.update(status=Status.DEAD, error=error, finished_at=now, **RELEASE_LEASE):
                 dead.append(c.job_id)
     leaders_settle(
-        {r.claim.job_id: r.body for r in won},
+        {r.claim.job_id: r.call.body for r in won},
         store=[
             StoreItem(
                 key=r.claim.cache_key,
                 kind=r.claim.kind,
                 model=r.claim.model,
-                response=r.body,
+                response=r.call.body,
                 ttl_s=r.claim.cache_ttl,
             )
             for r in won
             # a 2xx without a JSON body: nothing to serve again
-            if r.claim.cache_key and r.body is not None
+            if r.claim.cache_key and r.call.body is not None
         ],
         ended=dead,
         now=now,
     )
     finished = {r.claim.job_id: Status.SUCCEEDED for r in won}
     finished.update(dict.fromkeys(dead, Status.DEAD))
-    metrics.attempts_recorded(results, finished=finished)
+    metrics.attempts_recorded(
+        [r.call for r in results],
+        waits=[r.claim.waited_s for r in results if r.claim.job_id in finished],
+        finished=finished.values(),
+    )
 
 
 def _succeed_many(results: Sequence[AttemptResult], *, now: dt.datetime) -> list[AttemptResult]:
@@ -374,10 +364,10 @@ def _succeed_rows(results: Sequence[AttemptResult], *, now: dt.datetime) -> int:
         rows=(
             (
                 Status.SUCCEEDED.value,
-                r.body,
+                r.call.body,
                 "",
                 now,
-                tokens_used(r.body),
+                tokens_used(r.call.body),
                 None,
                 None,
                 r.claim.job_id,
@@ -453,6 +443,18 @@ def jobs_reap(*, limit: int = 500) -> int:
         dead = len(ended)
         metrics.jobs_finished(Status.DEAD, dead)
     return n + dead
+
+
+def attempt_usages(results: Iterable[AttemptResult]) -> list[tuple[int, int, int, int]]:
+    """The token usage of finished calls whose claim charged a tokens-per-minute bucket, for
+    ``limits.ledger.buckets_reconcile``: (endpoint id, owner id, estimated, used)."""
+    usages = []
+    for r in results:
+        used = tokens_used(r.call.body) if r.claim.tokens_charged else None
+        if used is not None:
+            c = r.claim
+            usages.append((c.target.id, c.owner_id, c.tokens_estimate, used))
+    return usages
 
 
 def queue_has_due() -> bool:

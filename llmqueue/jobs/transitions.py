@@ -6,6 +6,7 @@ from typing import Any
 
 from django.db import transaction
 from django.db.models import Q
+from django.dispatch import Signal
 
 from llmqueue.errors import TransitionError
 from llmqueue.models import Job, Status
@@ -46,9 +47,12 @@ def guarded_transition(job_id: int, action: str, extra: Q | None = None, **value
         raise TransitionError(job_id, action, status)
 
 
-def wake_on_commit(jobs: int = 1) -> None:
-    """Wake drains for ``jobs`` new jobs once the current transaction commits (they are
-    visible by then)."""
-    from llmqueue.worker.drain import drain_wake
+#: sent once a transaction that made jobs due has committed (they are visible by then), with
+#: ``jobs``, how many; the worker answers it by waking drains (``llmqueue.worker.signals``).
+#: A signal, not a call: the job service sits below the worker and must not import it.
+jobs_due = Signal()
 
-    transaction.on_commit(lambda: drain_wake(jobs=jobs))
+
+def wake_on_commit(jobs: int = 1) -> None:
+    """Announce ``jobs`` newly due jobs once the current transaction commits."""
+    transaction.on_commit(lambda: jobs_due.send(sender=Job, jobs=jobs))

@@ -218,20 +218,6 @@ def charges_tokens(charges: Sequence[Charge]) -> bool:
     return any(key[0] in (EP_TPM, USER_TPM) for key, _ in charges)
 
 
-def buckets_learn(results: Sequence[Any]) -> None:
-    """Correct the token charges of finished calls (``jobs.AttemptResult``) with their usage.
-    A call whose claim charged no tokens (no tokens-per-minute limit applied) has nothing to
-    correct."""
-    usages = []
-    for r in results:
-        used = tokens_used(r.body) if r.claim.tokens_charged else None
-        if used is not None:
-            c = r.claim
-            usages.append((c.target.id, c.owner_id, c.tokens_estimate, used))
-    if usages:
-        buckets_reconcile(usages)
-
-
 def buckets_reconcile(usages: Sequence[tuple[int, int, int, int]]) -> None:
     """Correct token charges with the real usage: (endpoint id, owner id, estimated, used).
 

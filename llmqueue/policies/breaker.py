@@ -40,6 +40,8 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
+from llmqueue.calls.types import CallOutcome
+
 
 class Phase(enum.StrEnum):
     #: calls flow; failures are counted
@@ -48,24 +50,6 @@ class Phase(enum.StrEnum):
     OPEN = "open"
     #: a few probe calls decide between closing and opening again
     HALF_OPEN = "half_open"
-
-
-class CallOutcome(enum.StrEnum):
-    #: a 2xx: the endpoint works
-    SUCCESS = "success"
-    #: connect error, timeout, 5xx: the endpoint is at fault
-    FAILURE = "failure"
-    #: 429 or another 4xx: says nothing about the endpoint's health
-    NEUTRAL = "neutral"
-
-
-def outcome_for_status(http_status: int | None) -> CallOutcome:
-    """The breaker's view of a call; ``None`` means no HTTP answer (connect error, timeout)."""
-    if http_status is None or http_status >= 500:
-        return CallOutcome.FAILURE
-    if 200 <= http_status < 300:
-        return CallOutcome.SUCCESS
-    return CallOutcome.NEUTRAL
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,11 +9,13 @@ from django.db import connection
 from django.db.models import Max
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
+from django_q.models import Schedule
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from llmqueue import metrics as llm_metrics
 from llmqueue.conf import conf
-from llmqueue.worker.signals import HOUSEKEEPING_TASK
+from llmqueue.models import DrainSlot
+from llmqueue.worker.drain import HOUSEKEEPING_TASK
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -28,10 +30,6 @@ def cluster_heartbeat() -> datetime | None:
     moves on every minute even when the queue is idle. A schedule that never ran (no task)
     says nothing; one that ran is as fresh as its next run time minus its minute.
     """
-    from django_q.models import Schedule
-
-    from llmqueue.models import DrainSlot
-
     beats = []
     slot = DrainSlot.objects.aggregate(t=Max("heartbeat_at"))["t"]
     if slot is not None:

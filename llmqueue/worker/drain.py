@@ -31,14 +31,17 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections, connections, transaction
 from django.utils import timezone
+from django_q.tasks import async_task
 
 from llmqueue.calls.client import Upstream
+from llmqueue.calls.types import CallRequest, CallResult
 from llmqueue.conf import conf
 from llmqueue.db.locking import writer_turn
 from llmqueue.endpoints.pools import endpoints_learn
 from llmqueue.jobs import (
     AttemptResult,
     Claim,
+    attempt_usages,
     jobs_claim,
     jobs_reap,
     jobs_record,
@@ -47,8 +50,9 @@ from llmqueue.jobs import (
     queue_has_due,
     queue_next_due,
 )
-from llmqueue.limits.ledger import buckets_learn
+from llmqueue.limits.ledger import buckets_reconcile
 from llmqueue.models import DrainSlot, Outcome
+from llmqueue.worker.health import health_wake
 from llmqueue.worker.slots import (
     slot_acquire,
     slot_beat,
@@ -62,6 +66,7 @@ from llmqueue.worker.slots import (
 log = logging.getLogger(__name__)
 
 DRAIN_TASK = "llmqueue.worker.drain.drain"
+HOUSEKEEPING_TASK = "llmqueue.worker.drain.housekeeping"
 #: how long a drain with a healthy reserve lets finished calls gather before a step. A step
 #: costs ~3 ms of CPU however small, plus ~0.18 ms a job (bench/step.py), so longer gathers
 #: cost less per job; but every step a new job waits for is delay for it: with 50 ms and a
@@ -71,8 +76,6 @@ COALESCE_S = 0.01
 
 
 def _enqueue_drain() -> None:
-    from django_q.tasks import async_task
-
     async_task(DRAIN_TASK, task_name=f"drain-{secrets.token_hex(4)}", q_options={"save": False})
 
 
@@ -110,8 +113,6 @@ def drain_wake(jobs: int = 1) -> None:
 def housekeeping() -> dict[str, int]:
     """Every minute: requeue jobs whose worker died, start a drain if work waits unseen, and
     make sure the health checker runs."""
-    from llmqueue.endpoints.health import health_wake
-
     health_wake()
     reaped = jobs_reap()
     due = queue_next_due()
@@ -186,8 +187,8 @@ class Drainer:
     def _step(self, results: list[AttemptResult], want: int) -> list[Claim]:
         with writer_turn(), transaction.atomic():
             jobs_record(results)
-            endpoints_learn(results)
-            buckets_learn(results)
+            endpoints_learn(r.call for r in results)
+            buckets_reconcile(attempt_usages(results))
             return jobs_claim(limit=want)
 
     def _beat(self, tokens: list[str]) -> bool:
@@ -210,18 +211,20 @@ class Drainer:
 
     async def _call(self, claim: Claim) -> AttemptResult:
         assert self.upstream is not None
+        request = CallRequest(kind=claim.kind, payload=claim.payload, target=claim.target)
         try:
             async with asyncio.timeout(claim.target.timeout_s + 5):
-                return await self.upstream.call(claim)
+                return AttemptResult(claim=claim, call=await self.upstream.call(request))
         except Exception as exc:  # a bug here must cost an attempt, never the job
             log.exception("call for job %s failed inside the worker", claim.job_id)
-            return AttemptResult(
-                claim=claim,
+            failed = CallResult(
+                target=claim.target,
                 started_at=timezone.now(),
                 duration_ms=0.0,
                 outcome=Outcome.RETRY,
                 error=f"worker error: {type(exc).__name__}: {exc}"[:2000],
             )
+            return AttemptResult(claim=claim, call=failed)
 
     def _start_calls(self) -> None:
         assert self.loop is not None

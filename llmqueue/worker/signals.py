@@ -1,5 +1,5 @@
-"""Receivers: the housekeeping schedule exists after migrate; a starting worker makes its TLS
-context and wakes a drain and the health checker."""
+"""Receivers: the housekeeping schedule exists after migrate; newly due jobs wake drains; a
+starting worker makes its TLS context and wakes a drain and the health checker."""
 
 from __future__ import annotations
 
@@ -8,19 +8,21 @@ from typing import Any
 
 from django.db.models.signals import post_migrate
 from django.dispatch import receiver
+from django_q.models import Schedule
 from django_q.signals import post_spawn
 
+from llmqueue.calls.client import tls_context
 from llmqueue.conf import conf
-
-HOUSEKEEPING_TASK = "llmqueue.worker.drain.housekeeping"
+from llmqueue.jobs.transitions import jobs_due
+from llmqueue.worker.drain import HOUSEKEEPING_TASK, drain_wake
+from llmqueue.worker.health import health_wake
+from llmqueue.worker.slots import slots_register
 
 
 @receiver(post_migrate)
 def ensure_schedules(sender: Any, app_config: Any = None, **kwargs: Any) -> None:
     if getattr(app_config, "name", None) != "llmqueue":
         return
-    from django_q.models import Schedule
-
     # update_or_create: a database made before the task moved keeps its schedule row, whose
     # func must follow the task's module
     Schedule.objects.update_or_create(
@@ -37,14 +39,14 @@ def ensure_schedules(sender: Any, app_config: Any = None, **kwargs: Any) -> None
 @receiver(post_spawn)
 def wake_on_worker_start(sender: Any, proc_name: str = "", **kwargs: Any) -> None:
     # After a crash or a restart nobody else would start draining until the next schedule.
-    from llmqueue.calls.client import tls_context
-    from llmqueue.endpoints.health import health_wake
-    from llmqueue.worker.drain import drain_wake
-    from llmqueue.worker.slots import slots_register
-
     # Made now, not by the first call of a drain that has work waiting (~46 ms of CPU).
     tls_context()
     # Known to the fleet from its first moment: full drains elsewhere then ask for help here.
     slots_register(host=socket.gethostname(), count=conf.DRAINS_PER_HOST)
     drain_wake()
     health_wake()
+
+
+@receiver(jobs_due)
+def wake_for_due_jobs(sender: Any, jobs: int = 1, **kwargs: Any) -> None:
+    drain_wake(jobs=jobs)

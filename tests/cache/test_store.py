@@ -19,7 +19,6 @@ from llmqueue.cache import metrics as cache_metrics
 from llmqueue.cache.levels import local_level
 from llmqueue.cache.store import cache_confirm, cache_lookup_many
 from llmqueue.jobs import (
-    AttemptResult,
     JobSpec,
     job_cancel,
     job_retry,
@@ -31,7 +30,7 @@ from llmqueue.jobs import (
 )
 from llmqueue.models import CacheEntry, Job, Outcome, Status
 from llmqueue.standin.echo import echo_answer
-from tests.factories import chat_payload
+from tests.factories import attempt, chat_payload
 
 pytestmark = pytest.mark.django_db
 
@@ -56,8 +55,8 @@ def run_due(outcome: Outcome = Outcome.SUCCESS, *, lease_s: float | None = None)
     for c in claims:
         ok = outcome == Outcome.SUCCESS
         results.append(
-            AttemptResult(
-                claim=c,
+            attempt(
+                c,
                 started_at=timezone.now(),
                 duration_ms=1.0,
                 outcome=outcome,
@@ -300,8 +299,8 @@ def test_a_twin_submitted_while_the_leader_runs_follows_it(user, echo_endpoint):
     with transaction.atomic():
         jobs_record(
             [
-                AttemptResult(
-                    claim=claim,
+                attempt(
+                    claim,
                     started_at=timezone.now(),
                     duration_ms=1.0,
                     outcome=Outcome.SUCCESS,
@@ -576,8 +575,8 @@ def test_a_bulk_twin_of_a_leader_finishing_meanwhile_is_not_left_behind(user, ec
             with transaction.atomic():
                 jobs_record(
                     [
-                        AttemptResult(
-                            claim=claim,
+                        attempt(
+                            claim,
                             started_at=timezone.now(),
                             duration_ms=1.0,
                             outcome=Outcome.SUCCESS,

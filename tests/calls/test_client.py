@@ -9,26 +9,16 @@ import httpx
 import pytest
 
 from llmqueue.calls.client import Upstream, parse_retry_after
-from llmqueue.endpoints.pools import Target
-from llmqueue.jobs import Claim
+from llmqueue.calls.types import CallOutcome, CallRequest, Target
 from llmqueue.models import Outcome
-from llmqueue.policies.breaker import CallOutcome
 
 TARGET = Target(
     id=1, name="ep", base_url="http://upstream.test/v1", api_key="sk-secret", timeout_s=5
 )
 
 
-def claim(kind: str = "chat") -> Claim:
-    return Claim(
-        job_id=1,
-        token="t",
-        kind=kind,
-        payload={"model": "m"},
-        attempt=1,
-        max_attempts=5,
-        target=TARGET,
-    )
+def request(kind: str = "chat") -> CallRequest:
+    return CallRequest(kind=kind, payload={"model": "m"}, target=TARGET)
 
 
 def run(handler, kind: str = "chat"):
@@ -41,7 +31,7 @@ def run(handler, kind: str = "chat"):
     async def go():
         up = Upstream(max_connections=4, transport=lambda limits: httpx.MockTransport(wrapped))
         try:
-            return await up.call(claim(kind))
+            return await up.call(request(kind))
         finally:
             await up.aclose()
 
@@ -128,15 +118,7 @@ def test_a_refused_connection_through_the_real_transport_is_not_spent():
     target = Target(
         id=9, name="gone", base_url=f"http://127.0.0.1:{port}/v1", api_key="", timeout_s=5
     )
-    c = Claim(
-        job_id=1,
-        token="t",
-        kind="chat",
-        payload={"model": "m"},
-        attempt=1,
-        max_attempts=5,
-        target=target,
-    )
+    c = CallRequest(kind="chat", payload={"model": "m"}, target=target)
 
     async def go():
         up = Upstream(max_connections=2)

@@ -9,11 +9,12 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
+from llmqueue.calls.types import CallOutcome
 from llmqueue.endpoints.pools import breaker_of, breaker_reset, endpoints_learn
-from llmqueue.jobs import AttemptResult, job_submit, jobs_claim, jobs_record
+from llmqueue.jobs import job_submit, jobs_claim, jobs_record
 from llmqueue.models import Endpoint, Job, Outcome, Status
-from llmqueue.policies.breaker import CallOutcome, Phase
-from tests.factories import chat_spec, make_endpoint
+from llmqueue.policies.breaker import Phase
+from tests.factories import attempt, chat_spec, make_endpoint
 
 pytestmark = pytest.mark.django_db
 
@@ -25,8 +26,8 @@ def claim(limit: int = 100):
 
 def finish(claims, *, health: CallOutcome, outcome=Outcome.SUCCESS, spent=True, status=200):
     results = [
-        AttemptResult(
-            claim=c,
+        attempt(
+            c,
             started_at=timezone.now(),
             duration_ms=50.0,
             outcome=outcome,
@@ -39,7 +40,7 @@ def finish(claims, *, health: CallOutcome, outcome=Outcome.SUCCESS, spent=True, 
     ]
     with transaction.atomic():
         jobs_record(results)
-        endpoints_learn(results)
+        endpoints_learn(r.call for r in results)
 
 
 def submit(user, n: int) -> list[Job]:

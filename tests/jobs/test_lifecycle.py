@@ -11,7 +11,6 @@ from django_q.brokers import get_broker
 
 from llmqueue.errors import ModelNotServed, TransitionError
 from llmqueue.jobs import (
-    AttemptResult,
     job_cancel,
     job_retry,
     job_submit,
@@ -22,7 +21,7 @@ from llmqueue.jobs import (
     jobs_submit_many,
 )
 from llmqueue.models import Job, JobAttempt, Outcome, Status
-from tests.factories import chat_spec, make_endpoint
+from tests.factories import attempt, chat_spec, make_endpoint
 
 pytestmark = pytest.mark.django_db
 
@@ -33,7 +32,7 @@ def claim(limit: int = 100):
 
 
 def result(c, outcome=Outcome.SUCCESS, **kw):
-    return AttemptResult(claim=c, started_at=timezone.now(), duration_ms=1.0, outcome=outcome, **kw)
+    return attempt(c, started_at=timezone.now(), duration_ms=1.0, outcome=outcome, **kw)
 
 
 def record(*results):

@@ -21,7 +21,6 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from llmqueue.jobs import (
-    AttemptResult,
     job_submit,
     jobs_claim,
     jobs_reap,
@@ -31,7 +30,7 @@ from llmqueue.jobs import (
     queue_next_due,
 )
 from llmqueue.models import Job, Outcome
-from tests.factories import chat_spec, make_endpoint, make_user
+from tests.factories import attempt, chat_spec, make_endpoint, make_user
 
 pytestmark = [
     pytest.mark.django_db,
@@ -74,8 +73,8 @@ def claim_and_record() -> None:
     with transaction.atomic():
         jobs_record(
             [
-                AttemptResult(
-                    claim=c,
+                attempt(
+                    c,
                     started_at=now,
                     duration_ms=1.0,
                     outcome=Outcome.SUCCESS,

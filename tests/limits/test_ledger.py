@@ -10,11 +10,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from llmqueue.errors import OverLimit
-from llmqueue.jobs import AttemptResult, job_submit, jobs_claim, jobs_record, jobs_submit_many
+from llmqueue.jobs import attempt_usages, job_submit, jobs_claim, jobs_record, jobs_submit_many
 from llmqueue.jobs.fairness import fair_seqs_assign
-from llmqueue.limits.ledger import buckets_learn
+from llmqueue.limits.ledger import buckets_reconcile
 from llmqueue.models import Endpoint, Job, Outcome, TokenBucket, UserLimits
-from tests.factories import chat_payload, chat_spec, make_endpoint, make_user
+from tests.factories import attempt, chat_payload, chat_spec, make_endpoint, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -123,12 +123,10 @@ def test_usage_reconciles_the_token_bucket(user):
     (c,) = claim()
     before = TokenBucket.objects.get(scope="endpoint-tpm", key=str(ep.pk)).tokens
     body = {"choices": [], "usage": {"total_tokens": 10}}
-    r = AttemptResult(
-        claim=c, started_at=timezone.now(), duration_ms=5, outcome=Outcome.SUCCESS, body=body
-    )
+    r = attempt(c, started_at=timezone.now(), duration_ms=5, outcome=Outcome.SUCCESS, body=body)
     with transaction.atomic():
         jobs_record([r])
-        buckets_learn([r])
+        buckets_reconcile(attempt_usages([r]))
     after = TokenBucket.objects.get(scope="endpoint-tpm", key=str(ep.pk)).tokens
     assert after - before == pytest.approx(c.tokens_estimate - 10)
     assert Job.objects.get().tokens_used == 10

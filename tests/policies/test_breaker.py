@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from llmqueue.calls.types import CallOutcome, outcome_for_status
 from llmqueue.policies.breaker import (
     BreakerSettings,
     BreakerState,
-    CallOutcome,
     Phase,
     breaker_allow,
     breaker_record,
     breaker_retry_in,
     open_wait,
-    outcome_for_status,
 )
 
 S, F, N = CallOutcome.SUCCESS, CallOutcome.FAILURE, CallOutcome.NEUTRAL
