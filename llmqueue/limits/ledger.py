@@ -224,6 +224,8 @@ def buckets_reconcile(usages: Sequence[tuple[int, int, int, int]]) -> None:
     One atomic update per bucket (tokens += estimate - used), within the capacity; the
     version moves so that a claim holding an older copy could not write it back.
     """
+    if not usages:  # (an empty Q() below would match every bucket)
+        return
     deltas: dict[Key, float] = {}
     for endpoint_id, owner_id, estimated, used in usages:
         for key in ((EP_TPM, str(endpoint_id)), (USER_TPM, str(owner_id))):

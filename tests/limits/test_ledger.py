@@ -132,6 +132,20 @@ def test_usage_reconciles_the_token_bucket(user):
     assert Job.objects.get().tokens_used == 10
 
 
+def test_calls_that_charged_no_tokens_leave_every_bucket_alone(user):
+    """A step whose calls charged no tokens-per-minute bucket reconciles nothing, whatever
+    buckets exist (a request-rate bucket has no usage to correct)."""
+    proven(make_endpoint(rpm_limit=100, max_concurrency=100))
+    job_submit(owner=user, spec=chat_spec())
+    (c,) = claim()
+    before = list(TokenBucket.objects.values_list("scope", "key", "tokens", "version"))
+    r = attempt(c, body={"choices": [], "usage": {"total_tokens": 10}})
+    assert attempt_usages([r]) == []
+    with transaction.atomic():
+        buckets_reconcile(attempt_usages([r]))
+    assert list(TokenBucket.objects.values_list("scope", "key", "tokens", "version")) == before
+
+
 def test_a_paused_endpoint_takes_nothing_until_the_pause_ends(user):
     ep = proven(make_endpoint())
     job_submit(owner=user, spec=chat_spec())
