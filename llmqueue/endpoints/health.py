@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from llmqueue.calls.client import tls_context
 from llmqueue.conf import conf
+from llmqueue.endpoints.pools import breaker_after_health_pass
 from llmqueue.models import Endpoint
 from llmqueue.worker.slots import (
     HEALTH_HOST,
@@ -69,6 +70,8 @@ def endpoint_health_record(*, endpoint_id: int, ok: bool, error: str = "") -> No
         rows.filter(healthy=False, health_successes__gte=conf.HEALTH_HEALTHY_AFTER).update(
             healthy=True, last_error=""
         )
+        # Healthy by its checks: an open breaker need not sit out its (doubled) wait.
+        breaker_after_health_pass(endpoint_id=endpoint_id)
     else:
         rows.update(
             health_failures=F("health_failures") + 1,
