@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
-from django.db import close_old_connections, connections
+from django.db import close_old_connections, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -64,14 +64,16 @@ def endpoint_health_record(*, endpoint_id: int, ok: bool, error: str = "") -> No
     now = timezone.now()
     rows = Endpoint.objects.filter(pk=endpoint_id)
     if ok:
-        rows.update(
-            health_successes=F("health_successes") + 1, health_failures=0, last_check_at=now
-        )
-        rows.filter(healthy=False, health_successes__gte=conf.HEALTH_HEALTHY_AFTER).update(
-            healthy=True, last_error=""
-        )
-        # Healthy by its checks: an open breaker need not sit out its (doubled) wait.
-        breaker_after_health_pass(endpoint_id=endpoint_id)
+        # One transaction: whoever sees the passing check sees its effect on the breaker.
+        with transaction.atomic():
+            rows.update(
+                health_successes=F("health_successes") + 1, health_failures=0, last_check_at=now
+            )
+            rows.filter(healthy=False, health_successes__gte=conf.HEALTH_HEALTHY_AFTER).update(
+                healthy=True, last_error=""
+            )
+            # Healthy by its checks: an open breaker need not sit out its (doubled) wait.
+            breaker_after_health_pass(endpoint_id=endpoint_id)
     else:
         rows.update(
             health_failures=F("health_failures") + 1,

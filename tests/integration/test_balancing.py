@@ -6,6 +6,7 @@ import time
 
 import pytest
 from django.db.models import Count
+from django.utils import timezone
 
 from llmqueue.endpoints.pools import breaker_of
 from llmqueue.jobs import jobs_submit_many
@@ -74,10 +75,15 @@ def test_a_hard_down_endpoint_costs_little_and_comes_back(cluster, three_standin
 
     # it comes back: health, then a probe, close the breaker; it takes traffic again
     revived = StandInProcess(port=down_port)
+    back = timezone.now()
     try:
-        wait_until(
-            lambda: Endpoint.objects.get(name="down").healthy, timeout=20, what="healthy again"
-        )
+        # A check that passed after it came back: that check also ends the breaker's open
+        # wait (the endpoint may have stayed healthy, its checks failing too few in a row).
+        def checked_healthy() -> bool:
+            e = Endpoint.objects.get(name="down")
+            return e.healthy and e.health_successes > 0 and e.last_check_at > back
+
+        wait_until(checked_healthy, timeout=20, what="healthy again")
         jobs_submit_many(owner=owner, specs=[chat_spec(f"after {i}") for i in range(300)])
         wait_until(lambda: done(2300), timeout=60, what="300 more jobs")
         assert Endpoint.objects.get(name="down").breaker_state == "closed"
