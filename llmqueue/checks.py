@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.checks import Error, Tags, register
 
 from llmqueue.conf import conf, settings_problems
+from llmqueue.db.fields import FieldKeyError, field_fernet
 from llmqueue.endpoints.pools import breaker_settings
 from llmqueue.policies.balancer import STRATEGIES
 
@@ -20,9 +21,20 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         if not ok:
             errors.append(Error(msg, hint=hint, id=f"llmqueue.{code}"))
 
+    try:
+        field_fernet()
+    except FieldKeyError as exc:
+        errors.append(
+            Error(
+                str(exc),
+                hint='Generate one with python -c "from cryptography.fernet import Fernet; '
+                'print(Fernet.generate_key().decode())"',
+                id="llmqueue.E017",
+            )
+        )
     unusable = _unusable_settings()
     if unusable:
-        return unusable  # the checks below need every value parsed
+        return errors + unusable  # the checks below need every value parsed
     try:
         values = {name: getattr(conf, name) for name in conf.names()}
     except (TypeError, ValueError) as exc:

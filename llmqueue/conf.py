@@ -109,6 +109,10 @@ class Defaults:
     CACHE_L1_MAX_BYTES: int = 64 * 1024 * 1024
     #: serve the built-in OpenAI-compatible echo under /demo/v1 (make run turns it on)
     DEMO_ENDPOINT: bool = False
+    #: Fernet keys for secrets at rest (endpoint API keys), comma separated: the first
+    #: encrypts, all decrypt. Unset: one derived from SECRET_KEY (development only: changing
+    #: SECRET_KEY then loses the stored keys). llmqueue.db.fields
+    FIELD_KEYS: str = ""
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Defaults)}
