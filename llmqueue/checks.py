@@ -115,6 +115,12 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         "LLMQUEUE HEALTH_* settings cannot work.",
         "Interval and timeout > 0 seconds, thresholds >= 1.",
     )
+    need(
+        values["LIMIT_BURST_S"] > 0 and values["LIMIT_TOKENS_BURST_S"] > 0,
+        "E018",
+        "LLMQUEUE LIMIT_BURST_S and LIMIT_TOKENS_BURST_S must be > 0 seconds.",
+        "Use 1 and 60 (at most 60: a bucket never holds more than its minute).",
+    )
     return errors
 
 

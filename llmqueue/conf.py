@@ -65,6 +65,17 @@ class Defaults:
     #: second's worth)
     GLOBAL_RPS: float = 0.0
     GLOBAL_BURST: float = 0.0
+    #: seconds of refill an endpoint's rpm_limit bucket and a user's requests_per_minute bucket
+    #: may hold: the most that goes at once after a quiet spell. 1 s: a limit of 600 per minute
+    #: sends at most 10 at once and 10 a second after, so the worst 1 s window holds twice
+    #: its share and the worst 10 s window 1.1 times (Azure OpenAI judges RPM over 1-10 s
+    #: windows); the long-run pace is the limit whatever the burst. 60 restores the old
+    #: whole-minute burst.
+    LIMIT_BURST_S: float = 1.0
+    #: the same for the tokens-per-minute buckets. A minute by default: a bucket must hold a
+    #: large request whole (a charge is capped at the capacity), and token limits are
+    #: usually large next to one request; lower it for upstreams that judge TPM in seconds.
+    LIMIT_TOKENS_BURST_S: float = 60.0
     #: how a model's jobs are spread over its endpoints: weighted_round_robin, round_robin,
     #: least_in_flight or latency (llmqueue.policies.balancer)
     BALANCER: str = "weighted_round_robin"
