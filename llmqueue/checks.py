@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.core.checks import Error, Tags, register
 
-from llmqueue.conf import conf
+from llmqueue.conf import conf, settings_problems
+from llmqueue.db.fields import FieldKeyError, field_fernet
 from llmqueue.endpoints.pools import breaker_settings
 from llmqueue.policies.balancer import STRATEGIES
 
@@ -19,6 +21,20 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         if not ok:
             errors.append(Error(msg, hint=hint, id=f"llmqueue.{code}"))
 
+    try:
+        field_fernet()
+    except FieldKeyError as exc:
+        errors.append(
+            Error(
+                str(exc),
+                hint='Generate one with python -c "from cryptography.fernet import Fernet; '
+                'print(Fernet.generate_key().decode())"',
+                id="llmqueue.E017",
+            )
+        )
+    unusable = _unusable_settings()
+    if unusable:
+        return errors + unusable  # the checks below need every value parsed
     try:
         values = {name: getattr(conf, name) for name in conf.names()}
     except (TypeError, ValueError) as exc:
@@ -99,4 +115,28 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         "LLMQUEUE HEALTH_* settings cannot work.",
         "Interval and timeout > 0 seconds, thresholds >= 1.",
     )
+    need(
+        values["LIMIT_BURST_S"] > 0 and values["LIMIT_TOKENS_BURST_S"] > 0,
+        "E018",
+        "LLMQUEUE LIMIT_BURST_S and LIMIT_TOKENS_BURST_S must be > 0 seconds.",
+        "Use 1 and 60 (at most 60: a bucket never holds more than its minute).",
+    )
+    return errors
+
+
+def _unusable_settings() -> list[Error]:
+    """E014: an LLMQUEUE_* name (or LLMQUEUE key) llmqueue does not know, with the nearest
+    known name; E015: an LLMQUEUE_* value that does not parse; E016: an environment switch of
+    project/settings.py (DEBUG, HTTPS, ...) that does not parse. Each names the variable."""
+    errors: list[Error] = []
+    seen: set[str] = set()
+    for p in settings_problems():
+        seen.add(p.name)
+        errors.append(
+            Error(p.reason, hint=p.hint, id="llmqueue.E014" if p.unknown else "llmqueue.E015")
+        )
+    for p in getattr(settings, "ENV_ERRORS", None) or ():
+        if p.name in seen:  # LLMQUEUE_DRAINS_PER_HOST is read by both: say it once
+            continue
+        errors.append(Error(f"{p.name}={p.value!r}: {p.reason}", hint=p.hint, id="llmqueue.E016"))
     return errors

@@ -11,6 +11,7 @@ values that cannot work.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import os
 from typing import Any
@@ -64,6 +65,17 @@ class Defaults:
     #: second's worth)
     GLOBAL_RPS: float = 0.0
     GLOBAL_BURST: float = 0.0
+    #: seconds of refill an endpoint's rpm_limit bucket and a user's requests_per_minute bucket
+    #: may hold: the most that goes at once after a quiet spell. 1 s: a limit of 600 per minute
+    #: sends at most 10 at once and 10 a second after, so the worst 1 s window holds twice
+    #: its share and the worst 10 s window 1.1 times (Azure OpenAI judges RPM over 1-10 s
+    #: windows); the long-run pace is the limit whatever the burst. 60 restores the old
+    #: whole-minute burst.
+    LIMIT_BURST_S: float = 1.0
+    #: the same for the tokens-per-minute buckets. A minute by default: a bucket must hold a
+    #: large request whole (a charge is capped at the capacity), and token limits are
+    #: usually large next to one request; lower it for upstreams that judge TPM in seconds.
+    LIMIT_TOKENS_BURST_S: float = 60.0
     #: how a model's jobs are spread over its endpoints: weighted_round_robin, round_robin,
     #: least_in_flight or latency (llmqueue.policies.balancer)
     BALANCER: str = "weighted_round_robin"
@@ -108,6 +120,10 @@ class Defaults:
     CACHE_L1_MAX_BYTES: int = 64 * 1024 * 1024
     #: serve the built-in OpenAI-compatible echo under /demo/v1 (make run turns it on)
     DEMO_ENDPOINT: bool = False
+    #: Fernet keys for secrets at rest (endpoint API keys), comma separated: the first
+    #: encrypts, all decrypt. Unset: one derived from SECRET_KEY (development only: changing
+    #: SECRET_KEY then loses the stored keys). llmqueue.db.fields
+    FIELD_KEYS: str = ""
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Defaults)}
@@ -120,12 +136,76 @@ def _parse(raw: str, kind: Any) -> Any:
             raise ValueError(f"expected a JSON object, got {raw!r}")
         return value
     if kind is bool or kind == "bool":
-        return raw.strip().lower() in {"1", "true", "yes", "on"}
+        value = raw.strip().lower()
+        if value not in _TRUE | _FALSE:
+            raise ValueError(f"{raw!r} is not a boolean")
+        return value in _TRUE
     if kind is int or kind == "int":
-        return int(raw)
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"{raw!r} is not a whole number") from None
     if kind is float or kind == "float":
-        return float(raw)
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError(f"{raw!r} is not a number") from None
     return raw
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+_KIND_HINTS = {
+    "bool": "Use 1/true/yes/on or 0/false/no/off.",
+    "int": "A whole number",
+    "float": "A number",
+    "dict": "A JSON object",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SettingProblem:
+    """A setting llmqueue cannot use: where it came from, and what to do."""
+
+    name: str
+    reason: str
+    hint: str
+    unknown: bool = False
+
+
+def _nearest(name: str, known: list[str]) -> str:
+    # A typo (CONCURENCY) is one or two letters off its name: difflib finds it.
+    match = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+    return f"Did you mean {match[0]}?" if match else "See llmqueue/conf.py for the names."
+
+
+def settings_problems() -> list[SettingProblem]:
+    """Every ``LLMQUEUE_*`` environment variable that llmqueue does not know or cannot parse,
+    and every unknown key of the ``LLMQUEUE`` Django setting. ``llmqueue.checks`` reports
+    them: a misspelled name must not be silently ignored, nor ``ture`` silently be False."""
+    problems: list[SettingProblem] = []
+    env_known = [f"LLMQUEUE_{name}" for name in _FIELDS]
+    for env_name, raw in sorted(os.environ.items()):
+        if not env_name.startswith("LLMQUEUE_"):
+            continue
+        field = _FIELDS.get(env_name.removeprefix("LLMQUEUE_"))
+        if field is None:
+            reason = f"{env_name} is not an llmqueue setting"
+            problems.append(SettingProblem(env_name, reason, _nearest(env_name, env_known), True))
+            continue
+        try:
+            _parse(raw, field.type)
+        except ValueError as exc:
+            kind = field.type if isinstance(field.type, str) else field.type.__name__
+            hint = _KIND_HINTS.get(kind, "")
+            if kind in ("int", "float"):
+                hint += f", e.g. {field.default}."
+            problems.append(SettingProblem(env_name, f"{env_name}={raw!r}: {exc}", hint))
+    for key in getattr(settings, "LLMQUEUE", None) or {}:
+        if key not in _FIELDS:
+            reason = f"LLMQUEUE[{key!r}] is not an llmqueue setting"
+            problems.append(SettingProblem(key, reason, _nearest(key, list(_FIELDS)), True))
+    return problems
 
 
 class Conf:

@@ -12,6 +12,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from llmqueue.db.fields import EncryptedTextField
+
 
 class Kind(models.TextChoices):
     #: POST {base_url}/chat/completions
@@ -51,7 +53,9 @@ class Endpoint(models.Model):
 
     name = models.SlugField(max_length=100, unique=True)
     base_url = models.URLField(max_length=500, help_text="e.g. http://host:8000/v1")
-    api_key = models.CharField(max_length=500, blank=True, default="")
+    #: encrypted at rest (LLMQUEUE_FIELD_KEYS); reads give the plain key, which must never
+    #: reach a response, a page or a log line
+    api_key = EncryptedTextField(blank=True, default="")
     served_models = models.JSONField(
         default=list, verbose_name="models", help_text="model names this endpoint serves"
     )

@@ -7,6 +7,8 @@ DEBUG         "1"/"true" to enable; default off
 ALLOWED_HOSTS comma separated; default 127.0.0.1,localhost
 HTTPS         "1" behind TLS: secure cookies, HSTS, SSL redirect (what `check --deploy` wants)
 LLMQUEUE_*    any llmqueue setting (see llmqueue/conf.py)
+A value that does not parse fails `manage.py check` with its name (project/env.py,
+llmqueue/checks.py); so does an LLMQUEUE_* name that llmqueue does not know.
 """
 
 import os
@@ -15,15 +17,10 @@ from pathlib import Path
 
 import dj_database_url
 
+from project.env import env_bool, env_choice, env_int, problems
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 LOCAL_DIR = BASE_DIR / ".local"
-
-
-def env_bool(name: str, default: bool = False) -> bool:
-    value = os.environ.get(name)
-    if value is None:
-        return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
 def _secret_key() -> str:
@@ -41,6 +38,9 @@ def _secret_key() -> str:
 
 SECRET_KEY = _secret_key()
 DEBUG = env_bool("DEBUG")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", LOG_LEVELS)
+Q_LOG_LEVEL = env_choice("Q_LOG_LEVEL", "WARNING", LOG_LEVELS)
 ALLOWED_HOSTS = [
     h.strip()
     for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",")
@@ -101,7 +101,7 @@ TEMPLATES = [
 DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
-        conn_max_age=int(os.environ.get("CONN_MAX_AGE", "60")),
+        conn_max_age=env_int("CONN_MAX_AGE", 60),
         conn_health_checks=True,
     )
 }
@@ -130,7 +130,7 @@ else:
 # The workers run one long "drain" task each; one more runs the fleet's health checker (a long
 # task too, on one host at a time), and one stays free for housekeeping, so that busy drains
 # never starve the schedules.
-LLMQUEUE_DRAINS_PER_HOST = int(os.environ.get("LLMQUEUE_DRAINS_PER_HOST", "2"))
+LLMQUEUE_DRAINS_PER_HOST = env_int("LLMQUEUE_DRAINS_PER_HOST", 2, minimum=1)
 # llmqueue's own settings by name, over the LLMQUEUE_* environment (llmqueue/conf.py); tests
 # override them here. Defined, even empty: a missing setting costs an exception on every read.
 LLMQUEUE: dict[str, object] = {}
@@ -146,7 +146,7 @@ Q_CLUSTER = {
     "catch_up": False,
     "poll": 0.2,
     "label": "Django Q2",
-    "log_level": os.environ.get("Q_LOG_LEVEL", "WARNING"),
+    "log_level": Q_LOG_LEVEL,
 }
 if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
@@ -184,9 +184,7 @@ SPECTACULAR_SETTINGS = {
 
 # A bulk request of 1000 jobs is well past Django's default 2.5 MB; the API enforces its own
 # per-job limit (LLMQUEUE_MAX_PAYLOAD_BYTES) and answers 413.
-DATA_UPLOAD_MAX_MEMORY_SIZE = int(
-    os.environ.get("DATA_UPLOAD_MAX_MEMORY_SIZE", str(64 * 1024 * 1024))
-)
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 64 * 1024 * 1024)
 
 # --- security -----------------------------------------------------------------------------------
 HTTPS = env_bool("HTTPS")
@@ -220,10 +218,10 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "httpx": {"level": "WARNING"},
-        "django-q": {"level": os.environ.get("Q_LOG_LEVEL", "WARNING")},
+        "django-q": {"level": Q_LOG_LEVEL},
     },
 }
 # `make run` serves the admin's CSS without a collectstatic step.
@@ -236,3 +234,6 @@ WHITENOISE_USE_FINDERS = True
 # Give every process of a host the same directory and empty it when the host's services start.
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(LOCAL_DIR / "prometheus"))
 Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+
+# Environment switches above that did not parse; llmqueue.checks reports them by name.
+ENV_ERRORS = problems

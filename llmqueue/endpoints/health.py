@@ -12,11 +12,13 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
 from llmqueue.calls.client import tls_context
 from llmqueue.conf import conf
+from llmqueue.endpoints.pools import breaker_after_health_pass
 from llmqueue.models import Endpoint
 
 
@@ -42,12 +44,16 @@ def endpoint_health_record(*, endpoint_id: int, ok: bool, error: str = "") -> No
     now = timezone.now()
     rows = Endpoint.objects.filter(pk=endpoint_id)
     if ok:
-        rows.update(
-            health_successes=F("health_successes") + 1, health_failures=0, last_check_at=now
-        )
-        rows.filter(healthy=False, health_successes__gte=conf.HEALTH_HEALTHY_AFTER).update(
-            healthy=True, last_error=""
-        )
+        # One transaction: whoever sees the passing check sees its effect on the breaker.
+        with transaction.atomic():
+            rows.update(
+                health_successes=F("health_successes") + 1, health_failures=0, last_check_at=now
+            )
+            rows.filter(healthy=False, health_successes__gte=conf.HEALTH_HEALTHY_AFTER).update(
+                healthy=True, last_error=""
+            )
+            # Healthy by its checks: an open breaker need not sit out its (doubled) wait.
+            breaker_after_health_pass(endpoint_id=endpoint_id)
     else:
         rows.update(
             health_failures=F("health_failures") + 1,

@@ -44,6 +44,7 @@ from llmqueue.policies.breaker import (
     BreakerState,
     Phase,
     breaker_allow,
+    breaker_health_passed,
     breaker_record,
 )
 
@@ -320,6 +321,19 @@ def _endpoint_update(pk: int, fields: dict[str, Any], *, version: int | None = N
     return rows_update(
         Endpoint, assign=tuple(fields), where=where, rows=[(*fields.values(), *match)]
     )
+
+
+def breaker_after_health_pass(*, endpoint_id: int) -> bool:
+    """A passing active health check ends a healthy endpoint's open breaker wait (half open
+    now, probes decide). True if it moved the breaker. The compare-and-set loses only to a
+    drain that moved the breaker meanwhile; then that drain's word stands."""
+    rows = Endpoint.objects.filter(pk=endpoint_id, healthy=True, breaker_state=Phase.OPEN.value)
+    e = rows.first()
+    if e is None:
+        return False
+    old = breaker_of(e)
+    new = breaker_health_passed(old, time.time())
+    return new is not old and breaker_save(e.pk, old, new)
 
 
 def breaker_reset(*, endpoint_ids: Iterable[int]) -> int:

@@ -3,10 +3,10 @@
 At dispatch (in the drain's claim transaction) a job pays, all or nothing:
 
     global          1 request      LLMQUEUE_GLOBAL_RPS (burst GLOBAL_BURST)
-    endpoint-rpm    1 request      Endpoint.rpm_limit per minute
-    endpoint-tpm    its tokens     Endpoint.tpm_limit per minute
-    user-rpm        1 request      UserLimits.requests_per_minute
-    user-tpm        its tokens     UserLimits.tokens_per_minute
+    endpoint-rpm    1 request      Endpoint.rpm_limit per minute (burst LIMIT_BURST_S)
+    endpoint-tpm    its tokens     Endpoint.tpm_limit per minute (burst LIMIT_TOKENS_BURST_S)
+    user-rpm        1 request      UserLimits.requests_per_minute (burst LIMIT_BURST_S)
+    user-tpm        its tokens     UserLimits.tokens_per_minute (burst LIMIT_TOKENS_BURST_S)
 
 A job that cannot pay stays queued, spending no attempt; the drain looks again at its next
 poll. Tokens are estimated before the call (``buckets.estimate_tokens``) and corrected from
@@ -169,8 +169,8 @@ def _new_row(k: Key, spec: Bucket, now: float) -> TokenBucket:
     )
 
 
-def _per_minute(limit: int | None) -> Bucket | None:
-    return Bucket.per_minute(limit) if limit else None
+def _per_minute(limit: int | None, *, burst_s: float = 60.0) -> Bucket | None:
+    return Bucket.per_minute(limit, burst_s=burst_s) if limit else None
 
 
 def dispatch_ledger(
@@ -181,12 +181,14 @@ def dispatch_ledger(
     if conf.GLOBAL_RPS:
         burst = conf.GLOBAL_BURST or max(1.0, conf.GLOBAL_RPS)
         specs[(GLOBAL, "")] = Bucket(capacity=burst, refill_per_s=conf.GLOBAL_RPS)
+    # Paced: a few seconds' worth at once, not the whole minute (LIMIT_BURST_S).
+    burst, tokens_burst = conf.LIMIT_BURST_S, conf.LIMIT_TOKENS_BURST_S
     for e in endpoints:
-        specs[(EP_RPM, str(e.pk))] = _per_minute(e.rpm_limit)
-        specs[(EP_TPM, str(e.pk))] = _per_minute(e.tpm_limit)
+        specs[(EP_RPM, str(e.pk))] = _per_minute(e.rpm_limit, burst_s=burst)
+        specs[(EP_TPM, str(e.pk))] = _per_minute(e.tpm_limit, burst_s=tokens_burst)
     for uid, limits in limits_for(owner_ids).items():
-        specs[(USER_RPM, str(uid))] = _per_minute(limits["requests_per_minute"])
-        specs[(USER_TPM, str(uid))] = _per_minute(limits["tokens_per_minute"])
+        specs[(USER_RPM, str(uid))] = _per_minute(limits["requests_per_minute"], burst_s=burst)
+        specs[(USER_TPM, str(uid))] = _per_minute(limits["tokens_per_minute"], burst_s=tokens_burst)
     return Ledger({k: v for k, v in specs.items() if v is not None}, now)
 
 

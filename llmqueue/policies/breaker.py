@@ -10,6 +10,11 @@ A breaker stands between the queue and one endpoint and remembers how recent cal
                                                |  any probe failure: OPEN again,
                                                +  with twice the wait (up to a cap)
 
+An active health check that passes while the breaker is open ends the wait at once
+(``breaker_health_passed``: OPEN -> HALF_OPEN, as Envoy's
+``successful_active_health_check_uneject_host``): the probes decide as before, and the
+doubled wait only spaces probes while the endpoint still fails its checks.
+
 *Closed*: calls flow. The breaker trips on either of two signs: ``failure_threshold``
 consecutive failures (a dead endpoint), or a failure rate of at least ``failure_rate`` over
 the last ``window_size`` calls (a sick one that still answers some), the rate being judged
@@ -172,6 +177,29 @@ def breaker_record(
     if consecutive >= settings.failure_threshold or _rate_tripped(window, settings):
         return _opened(state, now, reopen_count=0, settings=settings)
     return _changed(state, consecutive_failures=consecutive, window=window)
+
+
+def breaker_health_passed(state: BreakerState, now: float) -> BreakerState:
+    """The state after an active health check passed: an open breaker moves to half open now.
+
+    Without this an endpoint that was down long enough for its wait to reach the cap would
+    sit out up to that cap after it came back, though its checks already say it is up. The
+    wait is cut short (``open_until = now``), so calls that started before now still count
+    as stragglers and not as probes; ``reopen_count`` is kept, so a probe that fails opens
+    the breaker for the doubled wait again. Any other phase is left as it is.
+    """
+    if state.phase is not Phase.OPEN or (state.open_until is not None and now >= state.open_until):
+        # Closed or half open: nothing to end. Open but past its wait: the next allow()
+        # grants a probe anyway.
+        return state
+    return _changed(
+        state,
+        phase=Phase.HALF_OPEN,
+        open_until=now,
+        probes_granted=0,
+        probes_succeeded=0,
+        probe_granted_at=None,
+    )
 
 
 def breaker_retry_in(state: BreakerState, now: float) -> float:

@@ -4,9 +4,10 @@ A bucket holds up to ``capacity`` tokens and gains ``refill_per_s`` of them ever
 call that costs ``cost`` goes ahead only if the bucket holds that many, and takes them; so
 over any stretch of ``t`` seconds no more than ``capacity + refill_per_s * t`` is admitted:
 the capacity is the burst, the rate is the long-run pace. An endpoint's ``rpm_limit`` is a
-bucket of that many requests refilled at ``rpm_limit / 60`` per second; its ``tpm_limit`` the
-same in LLM tokens, charged with ``estimate_tokens`` before the call and corrected with
-``bucket_refund`` once the response's ``usage`` tells the real count.
+bucket refilled at ``rpm_limit / 60`` per second that holds a few seconds of that refill
+(``Bucket.per_minute``); its ``tpm_limit`` the same in LLM tokens, charged with
+``estimate_tokens`` before the call and corrected with ``bucket_refund`` once the
+response's ``usage`` tells the real count.
 
 Unlike ``limits``, whose strategies talk to a storage, these are pure functions from a
 ``BucketState`` to the next one, over an explicit clock (``now``, seconds since the epoch).
@@ -43,9 +44,20 @@ class Bucket:
             raise ValueError("a bucket needs capacity > 0 and refill_per_s >= 0")
 
     @classmethod
-    def per_minute(cls, limit: float) -> Bucket:
-        """A limit of ``limit`` per minute, allowing a minute's worth in one burst."""
-        return cls(capacity=limit, refill_per_s=limit / 60.0)
+    def per_minute(cls, limit: float, *, burst_s: float = 60.0) -> Bucket:
+        """A limit of ``limit`` per minute that holds ``burst_s`` seconds of its refill.
+
+        ``burst_s=60`` lets a whole minute's worth go in the first second; a few seconds
+        spread it over the minute at the same long-run pace, so that no short window sees
+        much more than its share (upstreams such as Azure OpenAI judge an RPM or TPM limit
+        over 1 to 10 second windows and answer a burst with 429s). The bucket always holds
+        at least one whole unit, or a slow limit (6 per minute, 1 s of burst) could never
+        pay for a single request.
+        """
+        if burst_s <= 0:
+            raise ValueError("burst_s must be > 0")
+        rate = limit / 60.0
+        return cls(capacity=min(float(limit), max(1.0, rate * burst_s)), refill_per_s=rate)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from llmqueue.calls.types import CallOutcome
+from llmqueue.endpoints.health import endpoint_health_record
 from llmqueue.endpoints.pools import breaker_of, breaker_reset, endpoints_learn
 from llmqueue.jobs import job_submit, jobs_claim, jobs_record
 from llmqueue.models import Endpoint, Job, Outcome, Status
@@ -105,6 +106,38 @@ def test_a_failed_probe_reopens_with_a_doubled_wait(user, settings):
     state = breaker_of(ep)
     assert state.phase == Phase.OPEN and state.reopen_count == 1
     assert state.open_until - state.opened_at == pytest.approx(0.4)
+
+
+def test_a_passing_health_check_ends_an_open_wait_and_a_probe_goes(user, settings):
+    settings.LLMQUEUE = {"BREAKER_FAILURES": 1, "BREAKER_OPEN_S": 300, "BREAKER_OPEN_CAP_S": 300}
+    ep = make_endpoint()
+    submit(user, 5)
+    finish(claim(), health=CallOutcome.FAILURE, outcome=Outcome.RETRY, status=503)
+    Job.objects.update(available_at=timezone.now())
+    endpoint_health_record(endpoint_id=ep.pk, ok=False, error="down")
+    assert claim() == []  # a failed check changes nothing: 300 s to wait
+    endpoint_health_record(endpoint_id=ep.pk, ok=True)
+    ep.refresh_from_db()
+    assert ep.breaker_state == Phase.HALF_OPEN
+    probe = claim()
+    assert len(probe) == 1  # one probe, not the whole queue
+    finish(probe, health=CallOutcome.SUCCESS)
+    ep.refresh_from_db()
+    assert ep.breaker_state == Phase.CLOSED
+
+
+def test_a_passing_check_leaves_an_unhealthy_endpoints_breaker_open(user, settings):
+    settings.LLMQUEUE = {"BREAKER_FAILURES": 1, "BREAKER_OPEN_S": 300, "HEALTH_HEALTHY_AFTER": 2}
+    ep = make_endpoint()
+    submit(user, 1)
+    finish(claim(), health=CallOutcome.FAILURE, outcome=Outcome.RETRY, status=503)
+    Endpoint.objects.filter(pk=ep.pk).update(healthy=False)
+    endpoint_health_record(endpoint_id=ep.pk, ok=True)  # one good check of the two it needs
+    ep.refresh_from_db()
+    assert (ep.healthy, ep.breaker_state) == (False, Phase.OPEN)
+    endpoint_health_record(endpoint_id=ep.pk, ok=True)
+    ep.refresh_from_db()
+    assert (ep.healthy, ep.breaker_state) == (True, Phase.HALF_OPEN)
 
 
 def test_429_does_not_trip_the_breaker(user, settings):

@@ -6,9 +6,12 @@ import time
 
 import pytest
 from django.db.models import Count
+from django.utils import timezone
 
+from llmqueue.endpoints.pools import breaker_of
 from llmqueue.jobs import jobs_submit_many
 from llmqueue.models import Endpoint, Job, JobAttempt, Status
+from llmqueue.policies.breaker import Phase
 from tests.factories import chat_spec, make_endpoint, make_user
 from tests.fixtures import StandInProcess, free_port, wait_until
 
@@ -72,16 +75,60 @@ def test_a_hard_down_endpoint_costs_little_and_comes_back(cluster, three_standin
 
     # it comes back: health, then a probe, close the breaker; it takes traffic again
     revived = StandInProcess(port=down_port)
+    back = timezone.now()
     try:
-        wait_until(
-            lambda: Endpoint.objects.get(name="down").healthy, timeout=20, what="healthy again"
-        )
+        # A check that passed after it came back: that check also ends the breaker's open
+        # wait (the endpoint may have stayed healthy, its checks failing too few in a row).
+        def checked_healthy() -> bool:
+            e = Endpoint.objects.get(name="down")
+            return e.healthy and e.health_successes > 0 and e.last_check_at > back
+
+        wait_until(checked_healthy, timeout=20, what="healthy again")
         jobs_submit_many(owner=owner, specs=[chat_spec(f"after {i}") for i in range(300)])
         wait_until(lambda: done(2300), timeout=60, what="300 more jobs")
         assert Endpoint.objects.get(name="down").breaker_state == "closed"
         assert len(revived.calls()) > 0
     finally:
         revived.stop()
+
+
+def test_an_endpoint_back_after_its_open_wait_reached_the_cap_takes_traffic_at_once(
+    cluster, standin
+):
+    """Down long enough for the breaker's open wait to reach its cap (4, 8, then 16 s), then
+    back: it takes calls within two health intervals, not when the 16 s wait ends."""
+    interval = 2.0
+    owner = make_user()
+    ep = make_endpoint(name="sick", base_url=standin.base_url)
+    standin.control(status=503, models_status=503)  # every call and every check fails
+    jobs_submit_many(owner=owner, specs=[chat_spec(str(i), max_attempts=20) for i in range(50)])
+    cluster(
+        LLMQUEUE_BREAKER_OPEN_S="4",
+        LLMQUEUE_BREAKER_OPEN_CAP_S="16",
+        LLMQUEUE_HEALTH_INTERVAL_S=str(interval),
+        # Its checks fail, but it stays in the pool: its probes go, fail, and double the wait
+        # (the way an endpoint whose checks fail now and then reaches the cap).
+        LLMQUEUE_HEALTH_UNHEALTHY_AFTER="1000",
+    )
+
+    def reopened_at_the_cap() -> bool:
+        state = breaker_of(Endpoint.objects.get(pk=ep.pk))
+        return state.phase is Phase.OPEN and state.reopen_count >= 2  # 4 * 2**2 = 16 s
+
+    wait_until(reopened_at_the_cap, timeout=60, what="the open wait to reach its cap")
+    back = time.time()
+    standin.control(status=0, models_status=0)
+    open_until = breaker_of(Endpoint.objects.get(pk=ep.pk)).open_until or 0.0
+    assert open_until - back > 2 * interval + 5  # the wait alone would keep it out far longer
+
+    def first_good_call() -> float | None:
+        return min((t for t, _, status, _ in standin.calls() if status == 200), default=None)
+
+    first = wait_until(first_good_call, timeout=60, what="a call to the recovered endpoint")
+    assert first - back <= 2 * interval, (first - back, open_until - back)
+    wait_until(lambda: done(50), timeout=60, what="50 jobs")
+    assert Job.objects.filter(status=Status.SUCCEEDED).count() == 50
+    assert Endpoint.objects.get(pk=ep.pk).breaker_state == "closed"
 
 
 def test_all_endpoints_down_for_30s_then_back(cluster):

@@ -90,7 +90,8 @@ def test_usage_shows_limits_and_use(api, user, echo_endpoint):
     assert body["usage"]["tokens_today"] > 0
 
 
-def test_endpoint_rpm_holds_jobs_back_without_spending_attempts(user):
+def test_endpoint_rpm_holds_jobs_back_without_spending_attempts(user, settings):
+    settings.LLMQUEUE = {"LIMIT_BURST_S": 60}  # the whole minute at once: 3
     ep = proven(make_endpoint(rpm_limit=3, max_concurrency=100))
     for i in range(10):
         job_submit(owner=user, spec=chat_spec(str(i)))
@@ -99,6 +100,20 @@ def test_endpoint_rpm_holds_jobs_back_without_spending_attempts(user):
     assert Job.objects.filter(status="queued", attempts=0).count() == 7
     bucket = TokenBucket.objects.get(scope="endpoint-rpm", key=str(ep.pk))
     assert bucket.tokens == pytest.approx(0, abs=0.01) and bucket.capacity == 3
+
+
+def test_an_rpm_limit_is_paced_not_spent_in_the_first_second(user, other_user):
+    ep = proven(make_endpoint(rpm_limit=600, max_concurrency=1000))
+    UserLimits.objects.create(user=other_user, requests_per_minute=120)
+    jobs_submit_many(owner=user, specs=[chat_spec(str(i)) for i in range(100)])
+    jobs_submit_many(owner=other_user, specs=[chat_spec(f"o{i}") for i in range(100)])
+    first = claim(limit=1000)
+    # the default burst, 1 s of refill: 10 of the endpoint's 600, 2 of the user's 120
+    assert len(first) == 10
+    assert sum(c.owner_id == other_user.pk for c in first) == 2
+    bucket = TokenBucket.objects.get(scope="endpoint-rpm", key=str(ep.pk))
+    assert (bucket.capacity, bucket.refill_per_s) == (10, 10)
+    assert TokenBucket.objects.get(scope="user-rpm", key=str(other_user.pk)).capacity == 2
 
 
 def test_user_tpm_with_one_big_job_goes_alone_not_never(user, other_user):

@@ -10,6 +10,7 @@ from llmqueue.policies.breaker import (
     BreakerState,
     Phase,
     breaker_allow,
+    breaker_health_passed,
     breaker_record,
     breaker_retry_in,
     open_wait,
@@ -263,6 +264,71 @@ def test_a_success_with_no_probe_out_is_not_counted() -> None:
     state = breaker_record(state, S, now, settings)
     assert (state.phase, state.probes_succeeded) == (Phase.HALF_OPEN, 1)
     assert breaker_record(state, S, now, settings) is state  # only one probe was granted
+
+
+# -- active health checks -----------------------------------------------------------------
+
+
+def at_the_cap(settings: BreakerSettings) -> BreakerState:
+    """A breaker whose probes failed until its open wait reached the cap, just reopened."""
+    state = tripped(settings)
+    while (state.open_until or 0.0) - (state.opened_at or 0.0) < settings.open_cap_s:
+        now = state.open_until or 0.0
+        allowed, state = breaker_allow(state, now, settings)
+        assert allowed
+        state = breaker_record(state, F, now, settings, started_at=now)
+    assert state.phase is Phase.OPEN
+    return state
+
+
+def test_a_passing_check_moves_an_open_breaker_to_half_open_at_once() -> None:
+    settings = BreakerSettings(open_base_s=10.0, open_cap_s=300.0, half_open_probes=2)
+    state = at_the_cap(settings)
+    assert state.reopen_count == 5 and state.opened_at is not None  # 10 * 2**5 > 300
+    now = state.opened_at + 1.0
+    assert breaker_allow(state, now, settings)[0] is False  # without the check: 299 s more
+    after = breaker_health_passed(state, now)
+    assert (after.phase, after.open_until, after.reopen_count) == (Phase.HALF_OPEN, now, 5)
+    assert after.version == state.version + 1
+    # its probes decide, as before: two go, a third waits
+    allowed, after = breaker_allow(after, now, settings)
+    assert allowed
+    allowed, after = breaker_allow(after, now, settings)
+    assert allowed
+    assert breaker_allow(after, now, settings)[0] is False
+
+
+def test_after_a_passing_check_probes_close_it_and_a_failed_probe_doubles_the_wait() -> None:
+    settings = BreakerSettings(open_base_s=10.0, open_cap_s=300.0)
+    capped = at_the_cap(settings)
+    t = capped.opened_at or 0.0
+    state = breaker_health_passed(capped, t + 1.0)
+    _, probing = breaker_allow(state, t + 1.0, settings)
+    closed = breaker_record(probing, S, t + 2.0, settings, started_at=t + 1.0)
+    assert closed.phase is Phase.CLOSED
+    reopened = breaker_record(probing, F, t + 2.0, settings, started_at=t + 1.0)
+    assert (reopened.phase, reopened.open_until) == (Phase.OPEN, t + 2.0 + 300.0)
+
+
+def test_calls_from_before_the_passing_check_do_not_count_as_probes() -> None:
+    settings = BreakerSettings()
+    capped = at_the_cap(settings)
+    t = capped.opened_at or 0.0
+    state = breaker_health_passed(capped, t + 1.0)
+    _, probing = breaker_allow(state, t + 1.0, settings)
+    assert breaker_record(probing, F, t + 2.0, settings, started_at=t + 0.5) is probing
+
+
+@pytest.mark.parametrize("phase", ["closed", "half_open", "open_past_its_wait"])
+def test_a_passing_check_changes_nothing_unless_the_breaker_waits(phase: str) -> None:
+    settings = BreakerSettings()
+    state = {
+        "closed": BreakerState(),
+        "half_open": half_open(settings)[0],
+        "open_past_its_wait": tripped(settings),
+    }[phase]
+    now = T0 + 10.0  # tripped at T0 with a 10 s wait: its wait is over
+    assert breaker_health_passed(state, now) is state
 
 
 # -- versions -----------------------------------------------------------------------------

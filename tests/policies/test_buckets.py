@@ -116,6 +116,39 @@ def test_per_minute() -> None:
         Bucket(capacity=0, refill_per_s=1)
 
 
+def test_per_minute_holds_burst_seconds_of_refill_at_least_one_and_at_most_the_minute() -> None:
+    assert Bucket.per_minute(600, burst_s=1) == Bucket(capacity=10, refill_per_s=10.0)
+    assert Bucket.per_minute(600, burst_s=5) == Bucket(capacity=50, refill_per_s=10.0)
+    assert Bucket.per_minute(6, burst_s=1).capacity == 1  # a slow limit can still pay one
+    assert Bucket.per_minute(600, burst_s=600).capacity == 600  # never past the minute
+    with pytest.raises(ValueError):
+        Bucket.per_minute(600, burst_s=0)
+
+
+@pytest.mark.parametrize("burst_s", [1.0, 2.0, 5.0])
+def test_a_paced_bucket_admits_at_most_the_burst_plus_the_refill_in_any_second(
+    burst_s: float,
+) -> None:
+    """600 per minute, callers asking every 10 ms for 2 minutes on a fake clock: no 1 s
+    window admits more than 10 + burst, and the long-run pace is the limit."""
+    spec = Bucket.per_minute(600, burst_s=burst_s)
+    state = BucketState.full(spec, T0)
+    admitted: list[float] = []
+    for step in range(12_000):
+        now = T0 + step * 0.01
+        ok, state, _ = bucket_take(state, 1, now, spec)
+        if ok:
+            admitted.append(now)
+    j = 0
+    for i, t in enumerate(admitted):
+        while admitted[j] <= t - 1.0:
+            j += 1
+        assert i - j + 1 <= 10 + spec.capacity, (t - T0, i - j + 1)
+    assert len(admitted) == pytest.approx(1200 + spec.capacity, abs=1)
+    in_first_second = [t for t in admitted if t < T0 + 1.0]
+    assert len(in_first_second) <= spec.capacity + 10 < 600  # not the whole minute at once
+
+
 # -- the promise, for random arrivals -------------------------------------------------------
 
 
