@@ -8,6 +8,8 @@ from typing import Any
 from rest_framework import serializers
 
 from llmqueue.conf import conf
+from llmqueue.endpoints.service import endpoint_create, endpoint_update
+from llmqueue.errors import EndpointInvalid
 from llmqueue.jobs import JobSpec
 from llmqueue.jobs.intake import job_spec_check
 from llmqueue.jobs.validation import PRIORITY_DEFAULT
@@ -141,25 +143,28 @@ class JobSerializer(serializers.ModelSerializer):
 
 
 class EndpointSerializer(serializers.ModelSerializer):
+    """Parses an endpoint's JSON into values; the rules and their words are the endpoint
+    service's (``llmqueue.endpoints.service``), shared with the admin's form."""
+
+    name = serializers.CharField()
+    base_url = serializers.CharField(help_text="e.g. http://host:8000/v1")
     models = serializers.ListField(
         source="served_models",
-        child=serializers.CharField(max_length=200),
-        allow_empty=False,
+        child=serializers.CharField(allow_blank=True),
         help_text="model names this endpoint serves",
     )
     api_key = serializers.CharField(
         write_only=True,
         required=False,
         allow_blank=True,
-        max_length=500,
         style={"input_type": "password"},
         help_text="sent as Authorization: Bearer; never returned",
     )
-    weight = serializers.IntegerField(min_value=1, max_value=1000, default=1)
-    max_concurrency = serializers.IntegerField(min_value=1, max_value=10000, default=64)
-    rpm_limit = serializers.IntegerField(min_value=1, required=False, allow_null=True)
-    tpm_limit = serializers.IntegerField(min_value=1, required=False, allow_null=True)
-    timeout_s = serializers.FloatField(min_value=0.1, max_value=3600, default=120.0)
+    weight = serializers.IntegerField(required=False, help_text="1-1000, default 1")
+    max_concurrency = serializers.IntegerField(required=False, help_text="1-10000, default 64")
+    rpm_limit = serializers.IntegerField(required=False, allow_null=True)
+    tpm_limit = serializers.IntegerField(required=False, allow_null=True)
+    timeout_s = serializers.FloatField(required=False, help_text="0.1-3600 s, default 120")
 
     class Meta:
         model = Endpoint
@@ -181,7 +186,21 @@ class EndpointSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = ["id", "healthy", "breaker_state", "latency_ms"]
 
-    def validate_base_url(self, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise serializers.ValidationError("must start with http:// or https://")
-        return value.rstrip("/")
+    @staticmethod
+    def _values(validated: dict[str, Any]) -> dict[str, Any]:
+        values = dict(validated)
+        if "served_models" in values:
+            values["models"] = values.pop("served_models")
+        return values
+
+    def create(self, validated_data: dict[str, Any]) -> Endpoint:
+        try:
+            return endpoint_create(**self._values(validated_data))
+        except EndpointInvalid as exc:
+            raise serializers.ValidationError(exc.problems) from None
+
+    def update(self, instance: Endpoint, validated_data: dict[str, Any]) -> Endpoint:
+        try:
+            return endpoint_update(endpoint_id=instance.pk, changes=self._values(validated_data))
+        except EndpointInvalid as exc:
+            raise serializers.ValidationError(exc.problems) from None
