@@ -123,10 +123,14 @@ def spec_problems(
         problems["cache"] = ["must be true or false"]
     if cache_ttl is not None:
         ttl_limit = int(conf.CACHE_TTL_S)
-        if not _is_int(cache_ttl) or not 1 <= cache_ttl <= ttl_limit:
+        if not _is_int(cache_ttl):
+            problems["cache_ttl"] = ["must be an integer"]
+        elif cache_ttl > ttl_limit:
             problems["cache_ttl"] = [
-                f"an integer from 1 to {ttl_limit} (the cache's own TTL); it can only shorten it"
+                f"must be at most {ttl_limit} (the cache's own TTL); it can only shorten it"
             ]
+        elif found := _bounds(cache_ttl, 1):
+            problems["cache_ttl"] = found
     return problems
 
 

@@ -37,7 +37,11 @@ BAD = [
     (json.dumps({"model": "echo", "messages": []}), "messages", "required for kind 'chat'"),
     (json.dumps({"body": {}, "url": "/v1/images"}), "url", "must be one of /v1/chat/completions"),
     (json.dumps({"body": {}, "method": "GET", "url": "/v1/completions"}), "method", "POST"),
-    (json.dumps({"payload": chat_payload(), "cache_ttl": 0}), "cache_ttl", "an integer from 1"),
+    (
+        json.dumps({"payload": chat_payload(), "cache_ttl": 0}),
+        "cache_ttl",
+        "greater than or equal to 1",
+    ),
     (
         json.dumps(
             {"custom_id": "b", "url": "/v1/embeddings", "body": {"model": "echo", "input": "y"}}
