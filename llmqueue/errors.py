@@ -5,6 +5,7 @@
      ├── SubmitError           a submission the queue refuses (beyond field validation)
      │    ├── ModelNotServed   no enabled endpoint serves the payload's model
      │    └── OverLimit        the owner is over a rate limit or quota (API: 429)
+     ├── EndpointInvalid       an endpoint's settings break a rule (by field)
      └── ConfigurationError    a setting that cannot work
 
 Upstream failures are not exceptions here: ``llmqueue.calls.client`` classifies every call into a
@@ -65,6 +66,14 @@ class OverLimit(SubmitError):
             f"over your limit of {limit} ({limit_name.replace('_', ' ')}); "
             f"it frees in {self.retry_after} s",
         )
+
+
+class EndpointInvalid(LLMQueueError):
+    """Settings of an endpoint that ``llmqueue.endpoints.service`` refuses, by field name."""
+
+    def __init__(self, problems: dict[str, list[str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{f}: {', '.join(r)}" for f, r in problems.items()))
 
 
 class ConfigurationError(LLMQueueError):

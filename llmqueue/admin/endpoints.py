@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib import admin
@@ -13,25 +13,35 @@ from django.utils.html import format_html
 
 from llmqueue.endpoints.health import endpoints_check
 from llmqueue.endpoints.pools import breaker_reset
+from llmqueue.endpoints.service import endpoint_create, endpoint_problems, endpoint_update
 from llmqueue.models import Endpoint, Job, Status
 
 
 class EndpointForm(forms.ModelForm):
+    """Parses the page's fields into values; the rules and their words are the endpoint
+    service's (``llmqueue.endpoints.service``), shared with the API. The fields only parse
+    (a number is a number): every bound is the service's."""
+
+    name = forms.CharField(help_text="letters, numbers, underscores or hyphens")
     api_key = forms.CharField(
         required=False,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
         help_text="Sent as 'Authorization: Bearer'. Never shown again: "
         "leave blank to keep the current key.",
     )
-    base_url = forms.URLField(
-        max_length=500, assume_scheme="http", help_text="e.g. http://host:8000/v1"
-    )
+    base_url = forms.CharField(help_text="e.g. http://host:8000/v1")
     clear_api_key = forms.BooleanField(required=False, help_text="remove the stored key")
     served_models = forms.CharField(
         label="Models",
+        required=False,
         help_text="model names this endpoint serves, comma separated",
         widget=forms.TextInput(attrs={"size": 60}),
     )
+    weight = forms.IntegerField(initial=1, help_text="1-1000")
+    max_concurrency = forms.IntegerField(initial=64, help_text="1-10000")
+    rpm_limit = forms.IntegerField(required=False)
+    tpm_limit = forms.IntegerField(required=False)
+    timeout_s = forms.FloatField(initial=120.0, help_text="0.1-3600 seconds")
 
     class Meta:
         model = Endpoint
@@ -55,33 +65,48 @@ class EndpointForm(forms.ModelForm):
         if self.instance.pk:
             self.initial["served_models"] = ", ".join(self.instance.served_models or [])
 
-    def clean_served_models(self) -> list[str]:
-        names = [n.strip() for n in self.cleaned_data["served_models"].split(",") if n.strip()]
-        if not names:
-            raise forms.ValidationError("name at least one model")
-        return names
+    def values(self) -> dict[str, Any]:
+        """The settings as the service names them; a blank key keeps the stored one."""
+        data = self.cleaned_data
+        values = {f: data[f] for f in SETTINGS if f in data}
+        values["models"] = (data.get("served_models") or "").split(",")
+        if data.get("clear_api_key"):
+            values["api_key"] = ""
+        elif data.get("api_key"):
+            values["api_key"] = data["api_key"]
+        return values
 
-    def clean_base_url(self) -> str:
-        return self.cleaned_data["base_url"].rstrip("/")
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        problems = endpoint_problems(
+            values=self.values(), endpoint_id=self.instance.pk, partial=self.instance.pk is not None
+        )
+        for field, reasons in problems.items():
+            target = _FORM_FIELDS.get(field, field)
+            if target in self.fields and target not in self.errors:
+                self.add_error(target, reasons)
+        return self.cleaned_data
 
-    def clean_timeout_s(self) -> float:
-        value = self.cleaned_data["timeout_s"]
-        if not 0.1 <= value <= 3600:
-            raise forms.ValidationError("must be between 0.1 and 3600 seconds")
-        return value
+    def endpoint_save(self) -> Endpoint:
+        """Write through the service (it validates again, as it does for any caller)."""
+        values = self.values()
+        if self.instance.pk:
+            return endpoint_update(endpoint_id=self.instance.pk, changes=values)
+        return endpoint_create(**values)
 
-    def save(self, commit: bool = True) -> Endpoint:
-        endpoint = super().save(commit=False)
-        new_key = self.cleaned_data.get("api_key")
-        if self.cleaned_data.get("clear_api_key"):
-            endpoint.api_key = ""
-        elif not new_key and self.instance.pk:
-            endpoint.api_key = (
-                Endpoint.objects.filter(pk=self.instance.pk).values_list("api_key", flat=True).get()
-            )
-        if commit:
-            endpoint.save()
-        return endpoint
+
+#: the service's names of the settings this form edits, and its field for each that differs
+SETTINGS = (
+    "name",
+    "base_url",
+    "weight",
+    "max_concurrency",
+    "rpm_limit",
+    "tpm_limit",
+    "timeout_s",
+    "enabled",
+)
+_FORM_FIELDS = {"models": "served_models"}
 
 
 @admin.register(Endpoint)
@@ -104,6 +129,17 @@ class EndpointAdmin(admin.ModelAdmin):
     search_fields = ["name", "base_url"]
     actions = ["enable", "disable", "reset_breaker", "check_health"]
     readonly_fields = ["healthy", "last_check_at", "last_error", "breaker_state", "breaker"]
+
+    # Writes go through the endpoint service, as the API's do: the form's save_form returns
+    # the endpoint the service wrote, and there is nothing left for save_model or relations.
+    def save_form(self, request: HttpRequest, form: Any, change: bool) -> Endpoint:
+        return cast(EndpointForm, form).endpoint_save()
+
+    def save_model(self, request: HttpRequest, obj: Endpoint, form: Any, change: bool) -> None:
+        """Saved by ``save_form`` already."""
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        """An endpoint has no relations edited here."""
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Endpoint]:
         running = (

@@ -1,5 +1,5 @@
-"""API shapes. Input validation lives here (and in llmqueue.jobs.validation, shared with the
-forms)."""
+"""API shapes. They parse JSON into values; what makes a job or an endpoint valid is the
+services' (``llmqueue.jobs.intake``, ``llmqueue.endpoints.service``), shared with the pages."""
 
 from __future__ import annotations
 
@@ -8,61 +8,47 @@ from typing import Any
 from rest_framework import serializers
 
 from llmqueue.conf import conf
+from llmqueue.endpoints.service import endpoint_create, endpoint_update
+from llmqueue.errors import EndpointInvalid
 from llmqueue.jobs import JobSpec
-from llmqueue.jobs.validation import payload_problems
+from llmqueue.jobs.intake import job_spec_check
+from llmqueue.jobs.validation import PRIORITY_DEFAULT
 from llmqueue.models import Batch, Endpoint, Job, Kind
 
 
 class JobSubmitSerializer(serializers.Serializer):
+    """Parses a job's JSON into values; the rules are the intake's (``job_spec_check``)."""
+
     kind = serializers.ChoiceField(choices=Kind.choices, default=Kind.CHAT)
     payload = serializers.DictField(
         help_text="the OpenAI request body: model, messages / prompt / input, parameters"
     )
     priority = serializers.IntegerField(
-        min_value=0, max_value=9, default=5, help_text="0-9, higher runs first"
+        default=PRIORITY_DEFAULT, help_text="0-9, higher runs first"
     )
-    max_attempts = serializers.IntegerField(min_value=1, required=False, allow_null=True)
-    idempotency_key = serializers.CharField(
-        max_length=200, required=False, allow_null=True, allow_blank=False
+    max_attempts = serializers.IntegerField(
+        required=False, allow_null=True, help_text="1 to LLMQUEUE_MAX_ATTEMPTS_LIMIT"
     )
+    idempotency_key = serializers.CharField(required=False, allow_null=True, allow_blank=False)
     cache = serializers.BooleanField(default=True)
     cache_ttl = serializers.IntegerField(
-        min_value=1,
         required=False,
         allow_null=True,
         help_text="seconds: accept only a cached answer younger than this, and keep this "
         "job's answer no longer (at most LLMQUEUE_CACHE_TTL_S)",
     )
 
-    def validate_cache_ttl(self, value: int | None) -> int | None:
-        if value is not None and value > conf.CACHE_TTL_S:
-            raise serializers.ValidationError(
-                f"must be at most {conf.CACHE_TTL_S} (the cache's own TTL); it can only shorten it"
-            )
-        return value
-
-    def validate_max_attempts(self, value: int | None) -> int | None:
-        if value is not None and value > conf.MAX_ATTEMPTS_LIMIT:
-            raise serializers.ValidationError(f"must be at most {conf.MAX_ATTEMPTS_LIMIT}")
-        return value
-
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        problems = payload_problems(attrs["kind"], attrs["payload"])
-        if problems:
-            raise serializers.ValidationError({"payload": problems})
+        # The size is the view's 413, checked before parsing; not a 400 here.
+        spec, problems = job_spec_check(**attrs, size=False)
+        if spec is None:
+            raise serializers.ValidationError(problems)
+        attrs["spec"] = spec
         return attrs
 
     def to_spec(self) -> JobSpec:
-        d = self.validated_data
-        return JobSpec(
-            kind=d["kind"],
-            payload=d["payload"],
-            priority=d["priority"],
-            max_attempts=d.get("max_attempts"),
-            idempotency_key=d.get("idempotency_key"),
-            cache=d["cache"],
-            cache_ttl=d.get("cache_ttl"),
-        )
+        spec: JobSpec = self.validated_data["spec"]
+        return spec
 
 
 class BulkSubmitSerializer(serializers.Serializer):
@@ -86,20 +72,7 @@ class BulkSubmitSerializer(serializers.Serializer):
         return value
 
     def to_specs(self) -> list[JobSpec]:
-        specs = []
-        for d in self.validated_data["jobs"]:
-            specs.append(
-                JobSpec(
-                    kind=d["kind"],
-                    payload=d["payload"],
-                    priority=d["priority"],
-                    max_attempts=d.get("max_attempts"),
-                    idempotency_key=d.get("idempotency_key"),
-                    cache=d["cache"],
-                    cache_ttl=d.get("cache_ttl"),
-                )
-            )
-        return specs
+        return [d["spec"] for d in self.validated_data["jobs"]]
 
 
 #: how the API writes a datetime (DRF's ISO 8601, in UTC with a Z)
@@ -170,25 +143,28 @@ class JobSerializer(serializers.ModelSerializer):
 
 
 class EndpointSerializer(serializers.ModelSerializer):
+    """Parses an endpoint's JSON into values; the rules and their words are the endpoint
+    service's (``llmqueue.endpoints.service``), shared with the admin's form."""
+
+    name = serializers.CharField()
+    base_url = serializers.CharField(help_text="e.g. http://host:8000/v1")
     models = serializers.ListField(
         source="served_models",
-        child=serializers.CharField(max_length=200),
-        allow_empty=False,
+        child=serializers.CharField(allow_blank=True),
         help_text="model names this endpoint serves",
     )
     api_key = serializers.CharField(
         write_only=True,
         required=False,
         allow_blank=True,
-        max_length=500,
         style={"input_type": "password"},
         help_text="sent as Authorization: Bearer; never returned",
     )
-    weight = serializers.IntegerField(min_value=1, max_value=1000, default=1)
-    max_concurrency = serializers.IntegerField(min_value=1, max_value=10000, default=64)
-    rpm_limit = serializers.IntegerField(min_value=1, required=False, allow_null=True)
-    tpm_limit = serializers.IntegerField(min_value=1, required=False, allow_null=True)
-    timeout_s = serializers.FloatField(min_value=0.1, max_value=3600, default=120.0)
+    weight = serializers.IntegerField(required=False, help_text="1-1000, default 1")
+    max_concurrency = serializers.IntegerField(required=False, help_text="1-10000, default 64")
+    rpm_limit = serializers.IntegerField(required=False, allow_null=True)
+    tpm_limit = serializers.IntegerField(required=False, allow_null=True)
+    timeout_s = serializers.FloatField(required=False, help_text="0.1-3600 s, default 120")
 
     class Meta:
         model = Endpoint
@@ -210,7 +186,21 @@ class EndpointSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = ["id", "healthy", "breaker_state", "latency_ms"]
 
-    def validate_base_url(self, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise serializers.ValidationError("must start with http:// or https://")
-        return value.rstrip("/")
+    @staticmethod
+    def _values(validated: dict[str, Any]) -> dict[str, Any]:
+        values = dict(validated)
+        if "served_models" in values:
+            values["models"] = values.pop("served_models")
+        return values
+
+    def create(self, validated_data: dict[str, Any]) -> Endpoint:
+        try:
+            return endpoint_create(**self._values(validated_data))
+        except EndpointInvalid as exc:
+            raise serializers.ValidationError(exc.problems) from None
+
+    def update(self, instance: Endpoint, validated_data: dict[str, Any]) -> Endpoint:
+        try:
+            return endpoint_update(endpoint_id=instance.pk, changes=self._values(validated_data))
+        except EndpointInvalid as exc:
+            raise serializers.ValidationError(exc.problems) from None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -24,6 +23,7 @@ from llmqueue.api.serializers import (
 )
 from llmqueue.conf import conf
 from llmqueue.jobs import job_cancel, job_retry, job_submit, jobs_submit_many, selectors
+from llmqueue.jobs.validation import payload_oversize
 from llmqueue.limits.ledger import usage_of
 from llmqueue.models import Endpoint, Job, Status
 
@@ -38,14 +38,14 @@ def _check_body_size(request: Request, limit: int) -> None:
 
 
 def _check_payload_sizes(jobs: list[Any]) -> None:
-    limit = conf.MAX_PAYLOAD_BYTES
+    """The intake's size limit, answered as a 413 before the rest is validated."""
     for i, job in enumerate(jobs):
         payload = job.get("payload") if isinstance(job, dict) else None
         if payload is None:
             continue
-        size = len(json.dumps(payload, separators=(",", ":")).encode())
-        if size > limit:
-            raise PayloadTooLarge(f"jobs[{i}].payload" if len(jobs) > 1 else "payload", size, limit)
+        if over := payload_oversize(payload):
+            field = f"jobs[{i}].payload" if len(jobs) > 1 else "payload"
+            raise PayloadTooLarge(field, over.size, over.limit)
 
 
 class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):

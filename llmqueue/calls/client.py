@@ -41,15 +41,11 @@ import httpx
 from django.utils import timezone
 from httpx_aiohttp import AiohttpTransport
 
+from llmqueue.calls.paths import KIND_PATHS
 from llmqueue.calls.types import CallOutcome, CallRequest, CallResult, Target, outcome_for_status
-from llmqueue.models import Kind, Outcome
+from llmqueue.models import Outcome
 
 USER_AGENT = "llmqueue"
-PATHS = {
-    Kind.CHAT: "/chat/completions",
-    Kind.COMPLETION: "/completions",
-    Kind.EMBEDDING: "/embeddings",
-}
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -213,7 +209,7 @@ class Upstream:
             timeout = httpx.Timeout(target.timeout_s, connect=min(10.0, target.timeout_s))
             route = _Route(
                 transport=self._transport(limits),
-                urls={kind: httpx.URL(base + path) for kind, path in PATHS.items()},
+                urls={kind: httpx.URL(base + path) for kind, path in KIND_PATHS.items()},
                 headers=headers,
                 timeout=timeout.as_dict(),
             )

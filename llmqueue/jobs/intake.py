@@ -1,4 +1,14 @@
-"""Submission: a validated request becomes a queued job (or a cache hit, or a follower)."""
+"""Intake: what every edge calls to turn a request into queued jobs.
+
+    job_spec_check      the one validation of a job spec (its fields, its payload per kind,
+                        its size), by field name; the edge shows the answer in its own shape
+    job_submit          one spec -> a queued job (or a cache hit, or a follower)
+    jobs_submit_many    many specs -> one Batch, all or nothing
+    served_models       what an enabled endpoint serves (the form's choices, the checks)
+
+The rules themselves are in ``llmqueue.jobs.validation``, JSONL lines in
+``llmqueue.jobs.jsonl``; the kind-to-path table in ``llmqueue.calls.paths``.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +30,12 @@ from llmqueue.errors import ModelNotServed
 from llmqueue.jobs.fairness import fair_seqs_assign
 from llmqueue.jobs.singleflight import by_cache, cache_wanted
 from llmqueue.jobs.transitions import wake_on_commit
+from llmqueue.jobs.validation import (
+    PRIORITY_DEFAULT,
+    payload_oversize,
+    payload_problems,
+    spec_problems,
+)
 from llmqueue.limits.ledger import (
     submission_admit,
 )
@@ -43,6 +59,57 @@ class JobSpec:
     cache_ttl: int | None = None
 
 
+#: the field a payload's own problems are reported under
+PAYLOAD = "payload"
+
+
+def job_spec_check(
+    *,
+    kind: Any,
+    payload: Any,
+    priority: Any = PRIORITY_DEFAULT,
+    max_attempts: Any = None,
+    idempotency_key: Any = None,
+    cache: Any = True,
+    cache_ttl: Any = None,
+    custom_id: str = "",
+    size: bool = True,
+) -> tuple[JobSpec | None, dict[str, list[str]]]:
+    """(the spec, {}) when the values make a valid job, else (None, {field: [reasons]}).
+
+    Payload problems come under "payload" as "path: reason" strings, a payload over the size
+    limit as "payload: is N bytes; the limit is M bytes" (``size=False`` leaves that to an
+    edge that answers it apart, as the API's 413 does). Whether a model is served is decided
+    at submission (``ModelNotServed``), since endpoints change meanwhile.
+    """
+    problems = spec_problems(
+        kind=kind,
+        priority=priority,
+        max_attempts=max_attempts,
+        idempotency_key=idempotency_key,
+        cache=cache,
+        cache_ttl=cache_ttl,
+    )
+    if "kind" not in problems:
+        if found := payload_problems(kind, payload):
+            problems[PAYLOAD] = found
+        elif size and (over := payload_oversize(payload)):
+            problems[PAYLOAD] = [f"{PAYLOAD}: {over.reason}"]
+    if problems:
+        return None, problems
+    spec = JobSpec(
+        kind=kind,
+        payload=payload,
+        priority=priority,
+        max_attempts=max_attempts,
+        idempotency_key=idempotency_key,
+        cache=cache,
+        custom_id=custom_id,
+        cache_ttl=cache_ttl,
+    )
+    return spec, {}
+
+
 def served_models() -> list[str]:
     """Every model some enabled endpoint serves, sorted."""
     served: set[str] = set()
@@ -51,7 +118,8 @@ def served_models() -> list[str]:
     return sorted(served)
 
 
-def _check_served(models: Iterable[str]) -> None:
+def served_check(models: Iterable[str]) -> None:
+    """Raise ModelNotServed for the first of ``models`` no enabled endpoint serves."""
     served = served_models()
     for model in models:
         if model not in served:
@@ -98,7 +166,7 @@ def job_submit(*, owner: Any, spec: JobSpec) -> tuple[Job, bool]:
         existing = Job.objects.filter(owner=owner, idempotency_key=spec.idempotency_key).first()
         if existing is not None:
             return existing, False
-    _check_served([spec.payload["model"]])
+    served_check([spec.payload["model"]])
     now = timezone.now()
     (job,) = _new_jobs(owner=owner, specs=[spec], now=now)
     wanted = cache_wanted([job])
@@ -127,7 +195,7 @@ def jobs_submit_many(
     Cache hits and single-flight work as in ``job_submit``; identical specs of one batch
     follow the first of them.
     """
-    _check_served({s.payload["model"] for s in specs})
+    served_check({s.payload["model"] for s in specs})
     keys = [s.idempotency_key for s in specs if s.idempotency_key]
     existing = (
         {j.idempotency_key: j for j in Job.objects.filter(owner=owner, idempotency_key__in=keys)}

@@ -1,14 +1,29 @@
-"""What a job's payload must hold, per kind; shared by the API, the forms and bulk uploads.
+"""The intake's rules: what a job spec must hold, checked once for every edge.
 
-Returns problems as "field: reason" strings naming the path inside the payload, so that a
-caller with 1000 jobs can find the one that is wrong.
+The API (single and bulk), the submit form, JSONL uploads and cache warming parse their own
+input into plain values (a JSON number, a form field), then ask these functions what is wrong
+with them, and show the answer in their own shape (400 field errors, 413, form errors, lines).
+
+``payload_problems`` returns "field: reason" strings naming the path inside the payload, so
+that a caller with 1000 jobs can find the one that is wrong; ``spec_problems`` returns
+{field: [reasons]} for the spec's own fields; ``payload_oversize`` is the one size limit.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from typing import Any
 
+from llmqueue.conf import conf
 from llmqueue.models import Kind
+
+#: the bounds of a job's priority (higher runs first), and the default
+PRIORITY_MIN, PRIORITY_MAX, PRIORITY_DEFAULT = 0, 9, 5
+#: the longest idempotency key (the column's size)
+IDEMPOTENCY_KEY_MAX = 200
+#: Kind.values builds a new list at each read; a bulk submission asks 1,000 times
+_KINDS = frozenset(Kind.values)
 
 _ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 
@@ -58,3 +73,93 @@ def payload_problems(kind: str, payload: Any) -> list[str]:
         if not isinstance(value, str | list) or value in ("", []):
             problems.append("input: required for kind 'embedding', a string or a list")
     return problems
+
+
+def _bounds(value: int, low: int, high: int | None = None) -> list[str]:
+    """Django's and DRF's own words, so that every edge reads alike."""
+    if value < low:
+        return [f"must be greater than or equal to {low}"]
+    if high is not None and value > high:
+        return [f"must be less than or equal to {high}"]
+    return []
+
+
+def spec_problems(
+    *,
+    kind: Any,
+    priority: Any = PRIORITY_DEFAULT,
+    max_attempts: Any = None,
+    idempotency_key: Any = None,
+    cache: Any = True,
+    cache_ttl: Any = None,
+) -> dict[str, list[str]]:
+    """Every reason the spec's own fields (all but the payload) are wrong, by field name;
+    empty when they are right. Values come parsed (ints, bools, strings) by the edge."""
+    problems: dict[str, list[str]] = {}
+    if kind not in _KINDS:
+        problems["kind"] = [f"{kind!r} is not a valid choice; one of {', '.join(Kind.values)}"]
+    if not _is_int(priority):
+        problems["priority"] = ["must be an integer"]
+    elif found := _bounds(priority, PRIORITY_MIN, PRIORITY_MAX):
+        problems["priority"] = found
+    if max_attempts is not None:
+        limit = int(conf.MAX_ATTEMPTS_LIMIT)
+        if not _is_int(max_attempts):
+            problems["max_attempts"] = ["must be an integer"]
+        elif max_attempts > limit:
+            problems["max_attempts"] = [
+                f"must be less than or equal to {limit}; a job gets at most {limit} attempts "
+                "(LLMQUEUE_MAX_ATTEMPTS_LIMIT)"
+            ]
+        elif found := _bounds(max_attempts, 1):
+            problems["max_attempts"] = found
+    if idempotency_key is not None and (
+        not isinstance(idempotency_key, str)
+        or not idempotency_key
+        or len(idempotency_key) > IDEMPOTENCY_KEY_MAX
+    ):
+        problems["idempotency_key"] = [
+            f"must be a non-empty string of at most {IDEMPOTENCY_KEY_MAX} characters"
+        ]
+    if not isinstance(cache, bool):
+        problems["cache"] = ["must be true or false"]
+    if cache_ttl is not None:
+        ttl_limit = int(conf.CACHE_TTL_S)
+        if not _is_int(cache_ttl):
+            problems["cache_ttl"] = ["must be an integer"]
+        elif cache_ttl > ttl_limit:
+            problems["cache_ttl"] = [
+                f"must be at most {ttl_limit} (the cache's own TTL); it can only shorten it"
+            ]
+        elif found := _bounds(cache_ttl, 1):
+            problems["cache_ttl"] = found
+    return problems
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclasses.dataclass(frozen=True)
+class Oversize:
+    """A payload over ``LLMQUEUE_MAX_PAYLOAD_BYTES``."""
+
+    size: int
+    limit: int
+
+    @property
+    def reason(self) -> str:
+        return f"is {self.size} bytes; the limit is {self.limit} bytes"
+
+
+def payload_size(payload: Any) -> int:
+    """The payload's size as compact JSON in UTF-8: what the limit counts, whatever the edge
+    received (a pretty-printed body, a form, a JSONL line)."""
+    return len(json.dumps(payload, separators=(",", ":")).encode())
+
+
+def payload_oversize(payload: Any) -> Oversize | None:
+    """The payload's size and the limit when it is over ``LLMQUEUE_MAX_PAYLOAD_BYTES``."""
+    limit = int(conf.MAX_PAYLOAD_BYTES)
+    size = payload_size(payload)
+    return Oversize(size, limit) if size > limit else None

@@ -26,13 +26,11 @@ from typing import Any
 
 from aiohttp import web
 
+from llmqueue.calls.paths import KIND_PATHS, V1
 from llmqueue.standin.echo import ECHO_MODEL, echo_answer, models_answer
 
-ROUTES = {
-    "/v1/chat/completions": "chat",
-    "/v1/completions": "completion",
-    "/v1/embeddings": "embedding",
-}
+#: OpenAI's path -> the kind it answers (``llmqueue.calls.paths``, with the /v1 prefix)
+ROUTES = {V1 + path: kind for kind, path in KIND_PATHS.items()}
 
 
 class StandIn:

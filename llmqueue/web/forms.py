@@ -6,16 +6,45 @@ import json
 from typing import Any, cast
 
 from django import forms
-from django.core.validators import MaxValueValidator
 
 from llmqueue.conf import conf
 from llmqueue.jobs import JobSpec, served_models
-from llmqueue.jobs.validation import payload_problems
+from llmqueue.jobs.intake import PAYLOAD, job_spec_check
+from llmqueue.jobs.jsonl import JsonlFile
+from llmqueue.jobs.validation import (
+    PRIORITY_DEFAULT,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    spec_problems,
+)
 from llmqueue.models import Kind, Status
-from llmqueue.web.batch_upload import BatchFile, batch_file_parse
+from llmqueue.web.batch_upload import batch_file_parse
 
 #: the roles the turn editor offers (the system prompt has its own field)
 TURN_ROLES = [("user", "user"), ("assistant", "assistant")]
+#: the payload paths a form shows on its message field: what the user typed there
+_PROMPT_PATHS = {"messages", "prompt", "input", PAYLOAD}
+
+
+# The bounds are the intake's rules (``llmqueue.jobs.validation``), which the forms ask in
+# clean(); the inputs only show them to the browser.
+def _priority_input() -> forms.NumberInput:
+    return forms.NumberInput(attrs={"min": PRIORITY_MIN, "max": PRIORITY_MAX})
+
+
+def _attempts_input(field: forms.Field) -> None:
+    field.widget.attrs.update(min=1, max=conf.MAX_ATTEMPTS_LIMIT)
+
+
+def _add_spec_problems(form: forms.Form, problems: dict[str, list[str]]) -> None:
+    """The intake's problems on the form's own fields (those it has), the rest on the form."""
+    for field, reasons in problems.items():
+        if field == PAYLOAD:
+            continue  # the caller knows which of its fields built the payload
+        if field in form.fields:
+            form.add_error(field, reasons)
+        else:
+            form.add_error(None, [f"{field}: {reason}" for reason in reasons])
 
 
 class JobForm(forms.Form):
@@ -48,16 +77,15 @@ class JobForm(forms.Form):
         help_text='e.g. {"top_p": 0.9, "stop": ["\\n\\n"]}',
     )
     priority = forms.IntegerField(
-        min_value=0, max_value=9, initial=5, help_text="0-9, higher runs first"
+        initial=PRIORITY_DEFAULT, help_text="0-9, higher runs first", widget=_priority_input()
     )
-    max_attempts = forms.IntegerField(min_value=1, required=False)
+    max_attempts = forms.IntegerField(required=False)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.spec: JobSpec | None = None
         cast(forms.ChoiceField, self.fields["model"]).choices = [(m, m) for m in served_models()]
-        limit = conf.MAX_ATTEMPTS_LIMIT
-        self.fields["max_attempts"].validators.append(MaxValueValidator(limit))
-        self.fields["max_attempts"].widget.attrs["max"] = limit
+        _attempts_input(self.fields["max_attempts"])
         self.turns = self._turns()
         self.turn_errors: list[str] = []
 
@@ -113,21 +141,24 @@ class JobForm(forms.Form):
             payload["prompt"] = text
         else:
             payload["input"] = text
-        for problem in payload_problems(data["kind"], payload):
+        self.spec, problems = job_spec_check(
+            kind=data["kind"],
+            payload=payload,
+            priority=data["priority"],
+            max_attempts=data.get("max_attempts"),
+        )
+        _add_spec_problems(self, problems)
+        for problem in problems.get(PAYLOAD, []):
             field, _, reason = problem.partition(": ")
-            target = "prompt" if field.split("[")[0] in {"messages", "prompt", "input"} else None
+            if field == PAYLOAD:  # over the size limit: most of a request is its message
+                reason = f"the request {reason}; shorten the message or the parameters"
+            target = "prompt" if field.split("[")[0] in _PROMPT_PATHS else None
             self.add_error(target, f"{field}: {reason}" if target is None else reason)
-        data["payload"] = payload
         return data
 
     def to_spec(self) -> JobSpec:
-        d = self.cleaned_data
-        return JobSpec(
-            kind=d["kind"],
-            payload=d["payload"],
-            priority=d["priority"],
-            max_attempts=d.get("max_attempts"),
-        )
+        assert self.spec is not None, "to_spec() after is_valid()"
+        return self.spec
 
 
 class JobFilterForm(forms.Form):
@@ -168,25 +199,27 @@ class BatchUploadForm(forms.Form):
         '({"custom_id": ..., "method": "POST", "url": "/v1/chat/completions", "body": {...}})',
     )
     name = forms.CharField(max_length=200, required=False, help_text="optional")
-    priority = forms.IntegerField(min_value=0, max_value=9, initial=5, help_text="for every job")
-    max_attempts = forms.IntegerField(min_value=1, required=False)
+    priority = forms.IntegerField(
+        initial=PRIORITY_DEFAULT, help_text="for every job", widget=_priority_input()
+    )
+    max_attempts = forms.IntegerField(required=False)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        limit = conf.MAX_ATTEMPTS_LIMIT
-        self.fields["max_attempts"].validators.append(MaxValueValidator(limit))
-        self.fields["max_attempts"].widget.attrs["max"] = limit
+        _attempts_input(self.fields["max_attempts"])
         self.fields["file"].widget.attrs["accept"] = ".jsonl,.json,.txt,application/jsonl"
-        self.parsed: BatchFile | None = None
+        self.parsed: JsonlFile | None = None
 
     def clean(self) -> dict[str, Any]:
         super().clean()
         data = self.cleaned_data
         if self.errors:
             return data
-        self.parsed = batch_file_parse(
-            data["file"], priority=data["priority"], max_attempts=data.get("max_attempts")
-        )
-        if self.parsed.problems:
+        common = {"priority": data["priority"], "max_attempts": data.get("max_attempts")}
+        _add_spec_problems(self, spec_problems(kind=Kind.CHAT, **common))
+        if self.errors:  # one bad setting would otherwise be named on every line
+            return data
+        self.parsed = batch_file_parse(data["file"], **common)
+        if self.parsed.errors:
             self.add_error("file", self.parsed.summary())
         return data

@@ -1,5 +1,6 @@
 from django.urls import path
 
+from llmqueue.calls.paths import KIND_PATHS, V1
 from llmqueue.web import batches, demo, views
 
 urlpatterns = [
@@ -16,8 +17,6 @@ urlpatterns = [
     path("batches/<int:pk>/progress/", batches.batch_progress, name="batch-progress"),
     path("batches/<int:pk>/results.jsonl", batches.batch_results, name="batch-results"),
     path("batches/<int:pk>/retry-dead/", batches.batch_retry_dead, name="batch-retry-dead"),
-    path("demo/v1/chat/completions", demo.demo_call, {"kind": "chat"}),
-    path("demo/v1/completions", demo.demo_call, {"kind": "completion"}),
-    path("demo/v1/embeddings", demo.demo_call, {"kind": "embedding"}),
+    *[path(f"demo{V1}{p}", demo.demo_call, {"kind": kind}) for kind, p in KIND_PATHS.items()],
     path("demo/v1/models", demo.demo_models),
 ]
