@@ -1,6 +1,6 @@
 from django.urls import path
 
-from llmqueue.web import batches, demo, views
+from llmqueue.web import batches, demo, keys, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -16,6 +16,8 @@ urlpatterns = [
     path("batches/<int:pk>/progress/", batches.batch_progress, name="batch-progress"),
     path("batches/<int:pk>/results.jsonl", batches.batch_results, name="batch-results"),
     path("batches/<int:pk>/retry-dead/", batches.batch_retry_dead, name="batch-retry-dead"),
+    path("keys/", keys.key_list, name="key-list"),
+    path("keys/<int:pk>/revoke/", keys.key_revoke, name="key-revoke"),
     path("demo/v1/chat/completions", demo.demo_call, {"kind": "chat"}),
     path("demo/v1/completions", demo.demo_call, {"kind": "completion"}),
     path("demo/v1/embeddings", demo.demo_call, {"kind": "embedding"}),
