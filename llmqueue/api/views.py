@@ -16,6 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from llmqueue.api.errors import PayloadTooLarge
+from llmqueue.api.filters import JobFilter, StrictFilterBackend
 from llmqueue.api.serializers import (
     BulkSubmitSerializer,
     EndpointSerializer,
@@ -25,7 +26,7 @@ from llmqueue.api.serializers import (
 from llmqueue.conf import conf
 from llmqueue.jobs import job_cancel, job_retry, job_submit, jobs_submit_many, selectors
 from llmqueue.limits.ledger import usage_of
-from llmqueue.models import Endpoint, Job, Status
+from llmqueue.models import Endpoint, Job
 
 
 def _check_body_size(request: Request, limit: int) -> None:
@@ -50,22 +51,13 @@ def _check_payload_sizes(jobs: list[Any]) -> None:
 
 class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = JobSerializer
+    filter_backends = [StrictFilterBackend]
+    filterset_class = JobFilter
 
     def get_queryset(self) -> QuerySet[Job]:
         if getattr(self, "swagger_fake_view", False):  # drf-spectacular building the schema
             return Job.objects.none()
-        return selectors.jobs_of(
-            owner=self.request.user, status=self.request.query_params.get("status")
-        )
-
-    @extend_schema(parameters=[OpenApiParameter("status", str, enum=[s.value for s in Status])])
-    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        status_filter = request.query_params.get("status")
-        if status_filter and status_filter not in Status.values:
-            raise serializers.ValidationError(
-                {"status": [f"must be one of {', '.join(Status.values)}"]}
-            )
-        return super().list(request, *args, **kwargs)
+        return selectors.jobs_of(owner=self.request.user)
 
     @extend_schema(request=JobSubmitSerializer, responses={201: JobSerializer, 200: JobSerializer})
     def create(self, request: Request) -> Response:
