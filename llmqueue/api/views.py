@@ -17,12 +17,14 @@ from rest_framework.views import APIView
 
 from llmqueue.api.errors import PayloadTooLarge
 from llmqueue.api.filters import JobFilter, StrictFilterBackend
+from llmqueue.api.schema import BulkResponse
 from llmqueue.api.serializers import (
     BulkSubmitSerializer,
     EndpointSerializer,
     JobSerializer,
     JobSubmitSerializer,
 )
+from llmqueue.api.shapes import Stats, Usage
 from llmqueue.conf import conf
 from llmqueue.jobs import job_cancel, job_retry, job_submit, jobs_submit_many, selectors
 from llmqueue.limits.ledger import usage_of
@@ -73,7 +75,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
 
-    @extend_schema(request=BulkSubmitSerializer, responses={201: JobSerializer(many=True)})
+    @extend_schema(request=BulkSubmitSerializer, responses={201: BulkResponse})
     @action(detail=False, methods=["post"])
     def bulk(self, request: Request) -> Response:
         _check_body_size(request, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
@@ -145,12 +147,12 @@ class EndpointViewSet(viewsets.ModelViewSet):
 class UsageView(APIView):
     """The caller's limits and quotas, and how much of them they used."""
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(responses={200: Usage})
     def get(self, request: Request) -> Response:
         return Response(usage_of(request.user))
 
 
 class StatsView(APIView):
-    @extend_schema(responses={200: dict})
+    @extend_schema(responses={200: Stats})
     def get(self, request: Request) -> Response:
         return Response(selectors.queue_stats())
