@@ -99,4 +99,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         "LLMQUEUE HEALTH_* settings cannot work.",
         "Interval and timeout > 0 seconds, thresholds >= 1.",
     )
+    need(
+        values["KEY_FAILURES_PER_WINDOW"] >= 1 and values["KEY_FAILURE_WINDOW_S"] >= 1,
+        "E014",
+        "LLMQUEUE KEY_FAILURES_PER_WINDOW and KEY_FAILURE_WINDOW_S must be at least 1.",
+        "Use 20 wrong keys per 300 seconds.",
+    )
     return errors
