@@ -121,6 +121,12 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         "LLMQUEUE LIMIT_BURST_S and LIMIT_TOKENS_BURST_S must be > 0 seconds.",
         "Use 1 and 60 (at most 60: a bucket never holds more than its minute).",
     )
+    need(
+        values["KEY_FAILURES_PER_WINDOW"] >= 1 and values["KEY_FAILURE_WINDOW_S"] >= 1,
+        "E019",
+        "LLMQUEUE KEY_FAILURES_PER_WINDOW and KEY_FAILURE_WINDOW_S must be at least 1.",
+        "Use 20 wrong keys per 300 seconds.",
+    )
     return errors
 
 

@@ -56,6 +56,10 @@ class Defaults:
     UPSTREAM_TIMEOUT_S: float = 120.0
     #: the longest GET /api/jobs/{id}/?wait=N may hold
     MAX_WAIT_S: float = 60.0
+    #: wrong API keys one address may send per window before it is answered 429
+    KEY_FAILURES_PER_WINDOW: int = 20
+    #: that window, seconds (also the Retry-After of the 429)
+    KEY_FAILURE_WINDOW_S: int = 300
     #: /readyz answers 503 when no qcluster showed a heartbeat for this long, seconds (the
     #: housekeeping schedule moves on every minute; drains and the health checker beat often)
     READY_HEARTBEAT_S: float = 150.0

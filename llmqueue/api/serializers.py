@@ -81,10 +81,10 @@ _DATETIME = serializers.DateTimeField()
 
 class JobSerializer(serializers.ModelSerializer):
     endpoint: serializers.SlugRelatedField[Endpoint] = serializers.SlugRelatedField(
-        slug_field="name", read_only=True
+        slug_field="name", read_only=True, allow_null=True, help_text="null until one serves it"
     )
     batch: serializers.PrimaryKeyRelatedField[Batch] = serializers.PrimaryKeyRelatedField(
-        read_only=True
+        read_only=True, allow_null=True, help_text="null: submitted on its own"
     )
 
     class Meta:

@@ -1,16 +1,38 @@
+"""The REST API's routes, in the "api" namespace: the pages use the names job-list and
+job-detail too, and without a namespace the API root linked ``jobs`` to the web page."""
+
+from csp.constants import SELF, UNSAFE_INLINE
+from csp.decorators import csp_update
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView
+from drf_spectacular.views import (
+    SpectacularAPIView,
+    SpectacularRedocView,
+    SpectacularSwaggerSplitView,
+)
 from rest_framework.routers import DefaultRouter
 
 from llmqueue.api.views import EndpointViewSet, JobViewSet, StatsView, UsageView
+
+app_name = "api"
 
 router = DefaultRouter()
 router.register("jobs", JobViewSet, basename="job")
 router.register("endpoints", EndpointViewSet, basename="endpoint")
 
 urlpatterns = [
-    path("stats/", StatsView.as_view(), name="api-stats"),
-    path("usage/", UsageView.as_view(), name="api-usage"),
-    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("stats/", StatsView.as_view(), name="stats"),
+    path("usage/", UsageView.as_view(), name="usage"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    # The split view serves its script as a file: the pages' CSP allows no inline script.
+    path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api:schema"), name="docs"),
+    # Redoc styles itself with <style> elements it writes at run time and searches in a blob:
+    # worker: this one page's policy allows both.
+    path(
+        "redoc/",
+        csp_update({"style-src": [UNSAFE_INLINE], "worker-src": [SELF, "blob:"]})(
+            SpectacularRedocView.as_view(url_name="api:schema")
+        ),
+        name="redoc",
+    ),
     path("", include(router.urls)),
 ]

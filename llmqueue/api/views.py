@@ -15,17 +15,20 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from llmqueue.api.errors import PayloadTooLarge
+from llmqueue.api.filters import JobFilter, StrictFilterBackend
+from llmqueue.api.schema import BulkResponse
 from llmqueue.api.serializers import (
     BulkSubmitSerializer,
     EndpointSerializer,
     JobSerializer,
     JobSubmitSerializer,
 )
+from llmqueue.api.shapes import Stats, Usage
 from llmqueue.conf import conf
 from llmqueue.jobs import job_cancel, job_retry, job_submit, jobs_submit_many, selectors
 from llmqueue.jobs.validation import payload_oversize
 from llmqueue.limits.ledger import usage_of
-from llmqueue.models import Endpoint, Job, Status
+from llmqueue.models import Endpoint, Job
 
 
 def _check_body_size(request: Request, limit: int) -> None:
@@ -50,22 +53,13 @@ def _check_payload_sizes(jobs: list[Any]) -> None:
 
 class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = JobSerializer
+    filter_backends = [StrictFilterBackend]
+    filterset_class = JobFilter
 
     def get_queryset(self) -> QuerySet[Job]:
         if getattr(self, "swagger_fake_view", False):  # drf-spectacular building the schema
             return Job.objects.none()
-        return selectors.jobs_of(
-            owner=self.request.user, status=self.request.query_params.get("status")
-        )
-
-    @extend_schema(parameters=[OpenApiParameter("status", str, enum=[s.value for s in Status])])
-    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        status_filter = request.query_params.get("status")
-        if status_filter and status_filter not in Status.values:
-            raise serializers.ValidationError(
-                {"status": [f"must be one of {', '.join(Status.values)}"]}
-            )
-        return super().list(request, *args, **kwargs)
+        return selectors.jobs_of(owner=self.request.user)
 
     @extend_schema(request=JobSubmitSerializer, responses={201: JobSerializer, 200: JobSerializer})
     def create(self, request: Request) -> Response:
@@ -81,7 +75,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
 
-    @extend_schema(request=BulkSubmitSerializer, responses={201: JobSerializer(many=True)})
+    @extend_schema(request=BulkSubmitSerializer, responses={201: BulkResponse})
     @action(detail=False, methods=["post"])
     def bulk(self, request: Request) -> Response:
         _check_body_size(request, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
@@ -153,12 +147,12 @@ class EndpointViewSet(viewsets.ModelViewSet):
 class UsageView(APIView):
     """The caller's limits and quotas, and how much of them they used."""
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(responses={200: Usage})
     def get(self, request: Request) -> Response:
         return Response(usage_of(request.user))
 
 
 class StatsView(APIView):
-    @extend_schema(responses={200: dict})
+    @extend_schema(responses={200: Stats})
     def get(self, request: Request) -> Response:
         return Response(selectors.queue_stats())

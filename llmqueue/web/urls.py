@@ -1,7 +1,7 @@
 from django.urls import path
 
 from llmqueue.calls.paths import KIND_PATHS, V1
-from llmqueue.web import batches, demo, views
+from llmqueue.web import batches, demo, keys, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -17,6 +17,8 @@ urlpatterns = [
     path("batches/<int:pk>/progress/", batches.batch_progress, name="batch-progress"),
     path("batches/<int:pk>/results.jsonl", batches.batch_results, name="batch-results"),
     path("batches/<int:pk>/retry-dead/", batches.batch_retry_dead, name="batch-retry-dead"),
+    path("keys/", keys.key_list, name="key-list"),
+    path("keys/<int:pk>/revoke/", keys.key_revoke, name="key-revoke"),
     *[path(f"demo{V1}{p}", demo.demo_call, {"kind": kind}) for kind, p in KIND_PATHS.items()],
     path("demo/v1/models", demo.demo_models),
 ]

@@ -299,7 +299,7 @@ def test_job_page_renders_the_conversation_timeline_and_raw_json(web, user, echo
         "&quot;content&quot;: &quot;the answer&quot;",
         "waited 2.0 s in the queue",
         'class="badge ok"',  # the endpoint's health badge
-        '<span class="retry" style="left: ',
+        '<span class="retry" data-left="',
         "data-job-poll",
     ]:
         if text == "data-job-poll":

@@ -247,7 +247,15 @@
     renumber();
   }
 
+  /* An attempt's place on the job's timeline: set here, as the pages' Content-Security-Policy
+     refuses inline style attributes (script may still set element.style). */
+  function timelineBar(span) {
+    span.style.left = span.getAttribute("data-left") + "%";
+    span.style.width = span.getAttribute("data-width") + "%";
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll(".timeline-bar span[data-left]").forEach(timelineBar);
     document.querySelectorAll("[data-dashboard]").forEach(dashboard);
     document.querySelectorAll("[data-job-poll]").forEach(jobPage);
     document.querySelectorAll("[data-batch-poll]").forEach(batchPage);
