@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import secrets
@@ -18,10 +17,16 @@ from llmqueue import metrics
 from llmqueue.cache import StoreItem
 from llmqueue.calls.types import CallResult, Target
 from llmqueue.conf import conf
-from llmqueue.db.rows import db_param, placeholders, rows_insert, rows_read, rows_update
+from llmqueue.db.rows import db_param, rows_insert, rows_read
 from llmqueue.endpoints.pools import Seat, dispatch_pools
 from llmqueue.jobs.singleflight import followers_release, followers_rescue, leaders_settle
-from llmqueue.jobs.transitions import ALLOWED, RELEASE_LEASE, may_start
+from llmqueue.jobs.transitions import (
+    Completion,
+    claims_write,
+    job_transition,
+    jobs_complete,
+    may_start,
+)
 from llmqueue.limits.ledger import (
     charges_tokens,
     dispatch_ledger,
@@ -97,6 +102,7 @@ def jobs_claim(*, limit: int, lease_s: float | None = None) -> list[Claim]:
     )
     chosen: dict[int, list[int]] = defaultdict(list)
     targets: dict[int, Target] = {}
+    at_endpoint: dict[int, int] = {}
     order: list[int] = []
     charged: set[int] = set()  # jobs charged to a tokens-per-minute bucket
     held: Counter[str] = Counter()  # jobs held back by a rate limit, by the bucket's scope
@@ -127,6 +133,7 @@ def jobs_claim(*, limit: int, lease_s: float | None = None) -> list[Claim]:
             charged.add(pk)
         order.append(pk)
         chosen[seat.id].append(pk)
+        at_endpoint[pk] = seat.id
         targets[seat.id] = seat.target
     for scope, n in held.items():
         metrics.rate_limit_wait(scope=scope, n=n)
@@ -137,57 +144,31 @@ def jobs_claim(*, limit: int, lease_s: float | None = None) -> list[Claim]:
     expires = db_param(Job, "lease_expires_at", now + dt.timedelta(seconds=lease_s))
     started = db_param(Job, "started_at", now)
     claims: dict[int, Claim] = {}
-    for endpoint_id, ids in chosen.items():
-        target = targets[endpoint_id]
-        sql = _CLAIM_SQL.replace("{ids}", placeholders(ids))
-        for row in rows_read(Job, _CLAIMED, sql, [endpoint_id, token, expires, started, *ids]):
-            pk, kind, payload, attempts, max_attempts, owner, tokens, model, key, ttl, *at = row
-            claims[pk] = Claim(
-                job_id=pk,
-                token=token,
-                kind=kind,
-                payload=payload,
-                attempt=attempts,
-                max_attempts=max_attempts,
-                target=target,
-                owner_id=owner,
-                tokens_estimate=tokens,
-                tokens_charged=pk in charged,
-                rank=rank[pk],
-                model=model,
-                cache_key=key,
-                cache_ttl=ttl,
-                waited_s=(at[1] - at[0]).total_seconds(),
-            )
+    for row in claims_write(chosen, token=token, expires=expires, started=started):
+        pk, kind, payload, attempts, max_attempts, owner, tokens, model, key, ttl, *at = row
+        claims[pk] = Claim(
+            job_id=pk,
+            token=token,
+            kind=kind,
+            payload=payload,
+            attempt=attempts,
+            max_attempts=max_attempts,
+            target=targets[at_endpoint[pk]],
+            owner_id=owner,
+            tokens_estimate=tokens,
+            tokens_charged=pk in charged,
+            rank=rank[pk],
+            model=model,
+            cache_key=key,
+            cache_ttl=ttl,
+            waited_s=(at[1] - at[0]).total_seconds(),
+        )
     return [claims[pk] for pk in order if pk in claims]  # in the order they were chosen
 
 
 # The claim's SQL, written once (``llmqueue.db.rows``): the step runs it every few milliseconds.
 # The statuses are literals so that SQLite matches the partial index job_claim.
 _CANDIDATE = ("id", "priority", "fair_seq", "owner", "tokens_estimate", "pinned_endpoint")
-_CLAIMED = (
-    "id",
-    "kind",
-    "payload",
-    "attempts",
-    "max_attempts",
-    "owner",
-    "tokens_estimate",
-    "model",
-    "cache_key",
-    "cache_ttl",
-    "created_at",
-    "started_at",
-)
-
-
-_CLAIM_SQL = (
-    f"UPDATE {{table}} SET status = {status_literals([Status.RUNNING])}, endpoint_id = %s, "
-    "lease_token = %s, lease_expires_at = %s, attempts = attempts + 1, "
-    "started_at = COALESCE(started_at, %s) "
-    f"WHERE id IN ({{ids}}) AND status IN ({status_literals(ALLOWED['claim'])}) "
-    "RETURNING {columns}"
-)
 
 
 def _candidates_sql() -> str:
@@ -233,15 +214,6 @@ _ATTEMPT_FIELDS = (
     "outcome",
     "error",
 )
-_SUCCEED_SET = (
-    "status",
-    "result",
-    "error",
-    "finished_at",
-    "tokens_used",
-    "lease_token",
-    "lease_expires_at",
-)
 
 
 def jobs_record(results: Sequence[AttemptResult]) -> None:
@@ -272,33 +244,43 @@ def jobs_record(results: Sequence[AttemptResult]) -> None:
             for r in results
         ),
     )
-    won = _succeed_many([r for r in results if r.call.outcome == Outcome.SUCCESS], now=now)
+    won = _complete_many([r for r in results if r.call.outcome == Outcome.SUCCESS], now=now)
     dead: list[int] = []  # the jobs whose last transition won its fence
     for r in results:
         if r.call.outcome == Outcome.SUCCESS:
             continue
         c = r.claim
-        fence = Job.objects.filter(pk=c.job_id, status=Status.RUNNING, lease_token=c.token)
         if r.call.outcome == Outcome.RETRY and not r.call.spent:
-            fence.update(
-                status=Status.QUEUED,
+            job_transition(
+                "refund",
+                job_id=c.job_id,
+                token=c.token,
+                strict=False,
                 error=r.call.error,
                 attempts=F("attempts") - 1,
                 available_at=now + dt.timedelta(seconds=_retry_delay(c.attempt, r)),
-                **RELEASE_LEASE,
             )
         elif r.call.outcome == Outcome.RETRY and c.attempt < c.max_attempts:
-            fence.update(
-                status=Status.QUEUED,
+            job_transition(
+                "retry_later",
+                job_id=c.job_id,
+                token=c.token,
+                strict=False,
                 error=r.call.error,
                 available_at=now + dt.timedelta(seconds=_retry_delay(c.attempt, r)),
-                **RELEASE_LEASE,
             )
         else:
             error = r.call.error
             if r.call.outcome == Outcome.RETRY:
                 error = f"gave up after {c.attempt} attempts; last error: {r.call.error}"
-            if fence.update(status=Status.DEAD, error=error, finished_at=now, **RELEASE_LEASE):
+            if job_transition(
+                "dead_letter",
+                job_id=c.job_id,
+                token=c.token,
+                strict=False,
+                error=error,
+                finished_at=now,
+            ):
                 dead.append(c.job_id)
     leaders_settle(
         {r.claim.job_id: r.call.body for r in won},
@@ -326,57 +308,19 @@ def jobs_record(results: Sequence[AttemptResult]) -> None:
     )
 
 
-def _succeed_many(results: Sequence[AttemptResult], *, now: dt.datetime) -> list[AttemptResult]:
-    """running -> succeeded for many jobs at once; returns the results whose fence held.
-
-    The hot path of every drain step, so one statement run for all rows (``llmqueue.db.rows``),
-    each row fenced by its lease in the WHERE clause. Nearly always every fence holds, which
-    the count of changed rows tells; when one did not (its lease was lost), the writes are
-    undone and redone for the jobs whose fence is read to hold, under lock (PostgreSQL:
-    FOR UPDATE; SQLite: the step's IMMEDIATE transaction).
-    """
-    if not results:
-        return []
-    with contextlib.suppress(_FenceLost), transaction.atomic():
-        if _succeed_rows(results, now=now) != len(results):
-            raise _FenceLost  # rolls back to the savepoint
-        return list(results)
-    fenced = Job.objects.filter(
-        pk__in=[r.claim.job_id for r in results],
-        status=Status.RUNNING,
-        lease_token__in={r.claim.token for r in results},
-    ).order_by()
-    held = set(fenced.select_for_update().values_list("pk", "lease_token"))
-    won = [r for r in results if (r.claim.job_id, r.claim.token) in held]
-    _succeed_rows(won, now=now)
-    return won
-
-
-class _FenceLost(Exception):
-    pass
-
-
-def _succeed_rows(results: Sequence[AttemptResult], *, now: dt.datetime) -> int:
-    return rows_update(
-        Job,
-        assign=_SUCCEED_SET,
-        where=("id", "status", "lease_token"),
-        rows=(
-            (
-                Status.SUCCEEDED.value,
-                r.call.body,
-                "",
-                now,
-                tokens_used(r.call.body),
-                None,
-                None,
-                r.claim.job_id,
-                Status.RUNNING.value,
-                r.claim.token,
-            )
+def _complete_many(results: Sequence[AttemptResult], *, now: dt.datetime) -> list[AttemptResult]:
+    """running -> succeeded in one statement; returns the results whose fence held."""
+    done = {(r.claim.job_id, r.claim.token): r for r in results}
+    won = jobs_complete(
+        [
+            Completion(r.claim.job_id, r.claim.token, r.call.body, tokens_used(r.call.body))
             for r in results
-        ),
+        ],
+        now=now,
     )
+    if len(won) == len(results):
+        return list(results)
+    return [done[(d.job_id, d.token)] for d in won]
 
 
 def jobs_release(*, claims: Iterable[Claim]) -> int:
@@ -388,8 +332,13 @@ def jobs_release(*, claims: Iterable[Claim]) -> int:
     now = timezone.now()
     with transaction.atomic():
         for c in claims:
-            n += Job.objects.filter(may_start("release"), pk=c.job_id, lease_token=c.token).update(
-                status=Status.QUEUED, attempts=F("attempts") - 1, available_at=now, **RELEASE_LEASE
+            n += job_transition(
+                "release",
+                job_id=c.job_id,
+                token=c.token,
+                strict=False,
+                attempts=F("attempts") - 1,
+                available_at=now,
             )
     return n
 
@@ -429,14 +378,19 @@ def jobs_reap(*, limit: int = 500) -> int:
         n = 0
         ended: list[int] = []
         for pk, attempts, max_attempts, _, _, token in rows:
-            fence = Job.objects.filter(expired, pk=pk, lease_token=token)
+            lapsed = Q(lease_expires_at__lt=now)
             if attempts < max_attempts:
-                n += fence.update(status=Status.QUEUED, available_at=now, **RELEASE_LEASE)
-            elif fence.update(
-                status=Status.DEAD,
+                n += job_transition(
+                    "reap", job_id=pk, token=token, where=lapsed, strict=False, available_at=now
+                )
+            elif job_transition(
+                "reap_dead",
+                job_id=pk,
+                token=token,
+                where=lapsed,
+                strict=False,
                 error=f"gave up after {attempts} attempts; the last one's worker died",
                 finished_at=now,
-                **RELEASE_LEASE,
             ):
                 ended.append(pk)
         followers_release(ended, now=now)
