@@ -35,7 +35,7 @@ from llmqueue.limits.ledger import (
     user_charges,
 )
 from llmqueue.models import Endpoint, Job, JobAttempt, Outcome, Status, status_literals
-from llmqueue.policies.backoff import backoff_delay
+from llmqueue.policies.retry import BackoffSettings, retry_decide
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,14 +193,60 @@ def jobs_renew(*, tokens: Iterable[str], lease_s: float | None = None) -> int:
     )
 
 
-def _retry_delay(attempt: int, r: AttemptResult) -> float:
-    return backoff_delay(
-        attempt=attempt,
-        base=conf.BACKOFF_BASE_S,
-        cap=conf.BACKOFF_CAP_S,
-        retry_after=r.call.retry_after,
-        retry_after_cap=conf.RETRY_AFTER_CAP_S,
+def _backoff() -> BackoffSettings:
+    return BackoffSettings(
+        base=conf.BACKOFF_BASE_S, cap=conf.BACKOFF_CAP_S, retry_after_cap=conf.RETRY_AFTER_CAP_S
     )
+
+
+def _failures_apply(results: Sequence[AttemptResult], *, now: dt.datetime) -> list[int]:
+    """Each failed call's job to its next state (``policies.retry``), fenced by its lease: a
+    lost fence is expected here (the job was reaped meanwhile) and skipped. Returns the jobs
+    dead-lettered."""
+    dead: list[int] = []
+    backoff = _backoff()
+    for r in results:
+        c = r.claim
+        decision = retry_decide(
+            outcome=r.call.outcome,
+            spent=r.call.spent,
+            attempt=c.attempt,
+            max_attempts=c.max_attempts,
+            error=r.call.error,
+            retry_after=r.call.retry_after,
+            backoff=backoff,
+        )
+        job, token = c.job_id, c.token
+        due = now + dt.timedelta(seconds=decision.delay)
+        if decision.action == "refund":
+            job_transition(
+                "refund",
+                job_id=job,
+                token=token,
+                strict=False,
+                error=decision.error,
+                attempts=F("attempts") - 1,
+                available_at=due,
+            )
+        elif decision.action == "retry_later":
+            job_transition(
+                "retry_later",
+                job_id=job,
+                token=token,
+                strict=False,
+                error=decision.error,
+                available_at=due,
+            )
+        elif job_transition(
+            "dead_letter",
+            job_id=job,
+            token=token,
+            strict=False,
+            error=decision.error,
+            finished_at=now,
+        ):
+            dead.append(job)
+    return dead
 
 
 _ATTEMPT_FIELDS = (
@@ -245,43 +291,7 @@ def jobs_record(results: Sequence[AttemptResult]) -> None:
         ),
     )
     won = _complete_many([r for r in results if r.call.outcome == Outcome.SUCCESS], now=now)
-    dead: list[int] = []  # the jobs whose last transition won its fence
-    for r in results:
-        if r.call.outcome == Outcome.SUCCESS:
-            continue
-        c = r.claim
-        if r.call.outcome == Outcome.RETRY and not r.call.spent:
-            job_transition(
-                "refund",
-                job_id=c.job_id,
-                token=c.token,
-                strict=False,
-                error=r.call.error,
-                attempts=F("attempts") - 1,
-                available_at=now + dt.timedelta(seconds=_retry_delay(c.attempt, r)),
-            )
-        elif r.call.outcome == Outcome.RETRY and c.attempt < c.max_attempts:
-            job_transition(
-                "retry_later",
-                job_id=c.job_id,
-                token=c.token,
-                strict=False,
-                error=r.call.error,
-                available_at=now + dt.timedelta(seconds=_retry_delay(c.attempt, r)),
-            )
-        else:
-            error = r.call.error
-            if r.call.outcome == Outcome.RETRY:
-                error = f"gave up after {c.attempt} attempts; last error: {r.call.error}"
-            if job_transition(
-                "dead_letter",
-                job_id=c.job_id,
-                token=c.token,
-                strict=False,
-                error=error,
-                finished_at=now,
-            ):
-                dead.append(c.job_id)
+    dead = _failures_apply([r for r in results if r.call.outcome != Outcome.SUCCESS], now=now)
     leaders_settle(
         {r.claim.job_id: r.call.body for r in won},
         store=[
