@@ -31,10 +31,11 @@ here.
 """
 
 from llmqueue.jobs.claims import (
+    Assignment,
     AttemptResult,
     Claim,
     attempt_usages,
-    jobs_claim,
+    jobs_claim_planned,
     jobs_reap,
     jobs_record,
     jobs_release,
@@ -49,6 +50,7 @@ from llmqueue.jobs.transitions import ALLOWED
 
 __all__ = [
     "ALLOWED",
+    "Assignment",
     "AttemptResult",
     "Claim",
     "JobSpec",
@@ -56,7 +58,7 @@ __all__ = [
     "job_cancel",
     "job_retry",
     "job_submit",
-    "jobs_claim",
+    "jobs_claim_planned",
     "jobs_reap",
     "jobs_record",
     "jobs_release",

@@ -1,15 +1,15 @@
-"""The drain's transitions: claim, renew, record, release, reap."""
+"""The drain's transitions: claim (the scheduler's plan), renew, record, release, reap."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
 import secrets
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -18,7 +18,6 @@ from llmqueue.cache import StoreItem
 from llmqueue.calls.types import CallResult, Target
 from llmqueue.conf import conf
 from llmqueue.db.rows import db_param, rows_insert, rows_read
-from llmqueue.endpoints.pools import Seat, dispatch_pools
 from llmqueue.jobs.singleflight import followers_release, followers_rescue, leaders_settle
 from llmqueue.jobs.transitions import (
     Completion,
@@ -28,11 +27,7 @@ from llmqueue.jobs.transitions import (
     may_start,
 )
 from llmqueue.limits.ledger import (
-    charges_tokens,
-    dispatch_ledger,
-    endpoint_charges,
     tokens_used,
-    user_charges,
 )
 from llmqueue.models import Endpoint, Job, JobAttempt, Outcome, Status, status_literals
 from llmqueue.policies.retry import BackoffSettings, retry_decide
@@ -71,81 +66,42 @@ class AttemptResult:
     call: CallResult
 
 
-def jobs_claim(*, limit: int, lease_s: float | None = None) -> list[Claim]:
-    """queued -> running for up to ``limit`` due jobs: highest priority first, then owners in
-    turn (``llmqueue.jobs.fairness``), then oldest.
+class Assignment(NamedTuple):
+    """One job of the scheduler's plan (``llmqueue.worker.scheduler``), and where it goes."""
 
-    Only jobs that can go now are claimed: an endpoint can take them (``llmqueue.endpoints.pools``:
-    enabled, healthy, not paused, breaker allowing, under max_concurrency across the fleet)
-    and they can pay their rate limits (``llmqueue.limits.ledger``). So a job never waits in a
-    drain's hands while a later, more urgent one waits in the queue, and a job that cannot go
-    waits in the queue without spending an attempt. Call inside ``transaction.atomic()``.
-    """
-    if limit <= 0:
+    job_id: int
+    endpoint_id: int
+    target: Target
+    #: its place in the queue's order, (-priority, fair_seq, id)
+    rank: tuple[int, int, int]
+    #: whether a tokens-per-minute bucket was charged for it (its usage corrects the charge)
+    tokens_charged: bool
+
+
+def jobs_claim_planned(
+    *, plan: Sequence[Assignment], now: dt.datetime, lease_s: float | None = None
+) -> list[Claim]:
+    """queued -> running for the jobs of the scheduler's ``plan``, each to its endpoint, under
+    one lease; returns their claims in the plan's order (a job no longer queued is skipped).
+    Call inside the transaction that made the plan."""
+    if not plan:
         return []
-    now = timezone.now()
     lease_s = conf.LEASE_S if lease_s is None else lease_s
-    pools = dispatch_pools(now=now)
-    candidates: list[tuple[int, int, int, str, int, int, int | None]] = []
-    due = db_param(Job, "available_at", now)
-    for model, room in pools.room().items():
-        # Twice what fits: some may be held back by their owner's limits.
-        rows = rows_read(Job, _CANDIDATE, _candidates_sql(), [model, due, 2 * min(room, limit)])
-        candidates.extend(
-            (-p, seq, pk, model, owner, tokens, pin) for pk, p, seq, owner, tokens, pin in rows
-        )
-    if not candidates:
-        return []
-    candidates.sort()
-    ledger = dispatch_ledger(
-        endpoints=pools.endpoints(), owner_ids={c[4] for c in candidates}, now=now.timestamp()
-    )
-    chosen: dict[int, list[int]] = defaultdict(list)
-    targets: dict[int, Target] = {}
-    at_endpoint: dict[int, int] = {}
-    order: list[int] = []
-    charged: set[int] = set()  # jobs charged to a tokens-per-minute bucket
-    held: Counter[str] = Counter()  # jobs held back by a rate limit, by the bucket's scope
-    rank = {c[2]: (c[0], c[1], c[2]) for c in candidates}
-    for _, _, pk, model, owner, tokens, pin in candidates:
-        if len(order) == limit:
-            break
-        charges = user_charges(ledger, owner, tokens)
-        if scope := ledger.blocked_by(charges):
-            held[scope] += 1
-            continue
-        blocked: list[str] = []
-
-        def admit(s: Seat) -> bool:
-            scope = ledger.blocked_by(charges + endpoint_charges(ledger, s.id, tokens))  # noqa: B023
-            if scope:
-                blocked.append(scope)  # noqa: B023
-            return scope is None
-
-        seat = pools.assign(model, only=pin, admit=admit)
-        if seat is None:
-            if blocked:
-                held[blocked[0]] += 1
-            continue
-        paid = charges + endpoint_charges(ledger, seat.id, tokens)
-        ledger.pay(paid)
-        if charges_tokens(paid):
-            charged.add(pk)
-        order.append(pk)
-        chosen[seat.id].append(pk)
-        at_endpoint[pk] = seat.id
-        targets[seat.id] = seat.target
-    for scope, n in held.items():
-        metrics.rate_limit_wait(scope=scope, n=n)
-    if not order:
-        return []
-    ledger.save()
     token = secrets.token_hex(16)
-    expires = db_param(Job, "lease_expires_at", now + dt.timedelta(seconds=lease_s))
-    started = db_param(Job, "started_at", now)
+    chosen: dict[int, list[int]] = defaultdict(list)
+    for a in plan:
+        chosen[a.endpoint_id].append(a.job_id)
+    rows = claims_write(
+        chosen,
+        token=token,
+        expires=db_param(Job, "lease_expires_at", now + dt.timedelta(seconds=lease_s)),
+        started=db_param(Job, "started_at", now),
+    )
+    planned = {a.job_id: a for a in plan}
     claims: dict[int, Claim] = {}
-    for row in claims_write(chosen, token=token, expires=expires, started=started):
+    for row in rows:
         pk, kind, payload, attempts, max_attempts, owner, tokens, model, key, ttl, *at = row
+        a = planned[pk]
         claims[pk] = Claim(
             job_id=pk,
             token=token,
@@ -153,33 +109,17 @@ def jobs_claim(*, limit: int, lease_s: float | None = None) -> list[Claim]:
             payload=payload,
             attempt=attempts,
             max_attempts=max_attempts,
-            target=targets[at_endpoint[pk]],
+            target=a.target,
             owner_id=owner,
             tokens_estimate=tokens,
-            tokens_charged=pk in charged,
-            rank=rank[pk],
+            tokens_charged=a.tokens_charged,
+            rank=a.rank,
             model=model,
             cache_key=key,
             cache_ttl=ttl,
             waited_s=(at[1] - at[0]).total_seconds(),
         )
-    return [claims[pk] for pk in order if pk in claims]  # in the order they were chosen
-
-
-# The claim's SQL, written once (``llmqueue.db.rows``): the step runs it every few milliseconds.
-# The statuses are literals so that SQLite matches the partial index job_claim.
-_CANDIDATE = ("id", "priority", "fair_seq", "owner", "tokens_estimate", "pinned_endpoint")
-
-
-def _candidates_sql() -> str:
-    sql = (
-        f"SELECT {{columns}} FROM {{table}} WHERE status = {status_literals([Status.QUEUED])} "
-        "AND model = %s AND available_at <= %s AND follows_id IS NULL "
-        "ORDER BY priority DESC, fair_seq, id LIMIT %s"
-    )
-    if connection.features.has_select_for_update_skip_locked:
-        sql += " FOR UPDATE SKIP LOCKED"
-    return sql
+    return [claims[a.job_id] for a in plan if a.job_id in claims]  # in the order planned
 
 
 def jobs_renew(*, tokens: Iterable[str], lease_s: float | None = None) -> int:
