@@ -102,7 +102,6 @@ def operations(user: Any) -> dict[str, Callable[[], Any]]:
         AttemptResult,
         JobSpec,
         job_submit,
-        jobs_claim,
         jobs_reap,
         jobs_record,
         jobs_submit_many,
@@ -110,6 +109,7 @@ def operations(user: Any) -> dict[str, Callable[[], Any]]:
         selectors,
     )
     from llmqueue.models import Outcome
+    from llmqueue.worker.scheduler import jobs_claim
 
     def spec() -> JobSpec:
         text = f"new {time.monotonic_ns()}"

@@ -71,16 +71,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from llmqueue.calls.types import CallOutcome, CallResult
     from llmqueue.db.locking import writer_turn
     from llmqueue.endpoints.pools import endpoints_learn
-    from llmqueue.jobs import (
-        AttemptResult,
-        JobSpec,
-        attempt_usages,
-        jobs_claim,
-        jobs_record,
-        jobs_submit_many,
-    )
+    from llmqueue.jobs import AttemptResult, JobSpec, attempt_usages, jobs_record, jobs_submit_many
     from llmqueue.limits.ledger import buckets_reconcile
     from llmqueue.models import Endpoint, Job, Outcome, Status
+    from llmqueue.worker.scheduler import jobs_claim
 
     Endpoint.objects.create(
         name=f"step-{uuid.uuid4().hex[:6]}",

@@ -14,13 +14,13 @@ from llmqueue import metrics
 from llmqueue.jobs import (
     job_cancel,
     job_submit,
-    jobs_claim,
     jobs_reap,
     jobs_record,
     jobs_retry,
     jobs_submit_many,
 )
 from llmqueue.models import Job, Outcome, Status
+from llmqueue.worker.scheduler import jobs_claim
 from tests.factories import attempt, chat_spec, make_endpoint, make_user
 
 pytestmark = pytest.mark.django_db

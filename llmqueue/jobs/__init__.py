@@ -1,14 +1,18 @@
-"""The job state machine: the only code that writes ``Job.status``.
+"""The job state machine: one table (``transitions.TRANSITIONS``) and the only code that
+writes ``Job.status`` (``transitions``' executor).
 
     submit ──> queued ──claim──> running ──complete──> succeeded
                  ^  │               │
                  │  cancel          ├──retry_later──> queued   (backoff, Retry-After)
+                 │  │               ├──refund───────> queued   (not the job's fault: attempt back)
                  │  │               ├──release──────> queued   (its worker is shutting down)
                  │  v               ├──dead_letter──> dead     (refused, or attempts spent)
-                 │ cancelled        └──reap─────────> queued | dead   (lease expired: worker died)
+                 │ cancelled        ├──reap─────────> queued   (lease expired: worker died)
+                 │                  └──reap_dead────> dead     (... on its last attempt)
                  └───────retry─────── dead | cancelled
     submit ──(cached answer)──> succeeded                    (cache_hit; llmqueue.cache)
-    queued follower ──its leader succeeded──> succeeded      (cache_hit: single-flight)
+    queued follower ──follow_through──> succeeded            (cache_hit: single-flight)
+    queued follower ──follower_release──> queued             (its leader ended otherwise)
 
 A cacheable job whose twin (same cache key) is queued or running *follows* it: never claimed,
 it finishes with its leader's answer in the leader's own transition, or is released
@@ -17,18 +21,21 @@ it finishes with its leader's answer in the leader's own transition, or is relea
 Every transition is a compare-and-set: an UPDATE guarded by the states it may start from
 (and, for a running job, by the claim's lease token, so that a worker that lost its lease can
 never overwrite the job's new life). A transition that matched no row raises TransitionError,
-except in the drain's batch writes, where a lost fence is expected and simply skipped.
+except in the drain's batch writes, where a lost fence is expected and simply skipped. Whether
+a failed call is retried, refunded or dead-lettered is ``llmqueue.policies.retry``'s decision.
 
-The package: ``submit`` (new jobs), ``owner`` (cancel, retry), ``claims`` (the drain's
-transitions), ``singleflight`` (followers of an identical job in flight) and ``states`` (what
-they share). Import from here.
+The package: ``intake`` (new jobs), ``owner`` (cancel, retry), ``claims`` (the drain's
+transitions: claim the scheduler's plan, record, release, reap), ``singleflight`` (followers
+of an identical job in flight) and ``transitions`` (the table and its executor). Import from
+here.
 """
 
 from llmqueue.jobs.claims import (
+    Assignment,
     AttemptResult,
     Claim,
     attempt_usages,
-    jobs_claim,
+    jobs_claim_planned,
     jobs_reap,
     jobs_record,
     jobs_release,
@@ -43,6 +50,7 @@ from llmqueue.jobs.transitions import ALLOWED
 
 __all__ = [
     "ALLOWED",
+    "Assignment",
     "AttemptResult",
     "Claim",
     "JobSpec",
@@ -50,7 +58,7 @@ __all__ = [
     "job_cancel",
     "job_retry",
     "job_submit",
-    "jobs_claim",
+    "jobs_claim_planned",
     "jobs_reap",
     "jobs_record",
     "jobs_release",

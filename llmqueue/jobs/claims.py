@@ -1,16 +1,15 @@
-"""The drain's transitions: claim, renew, record, release, reap."""
+"""The drain's transitions: claim (the scheduler's plan), renew, record, release, reap."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import secrets
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -18,19 +17,20 @@ from llmqueue import metrics
 from llmqueue.cache import StoreItem
 from llmqueue.calls.types import CallResult, Target
 from llmqueue.conf import conf
-from llmqueue.db.rows import db_param, placeholders, rows_insert, rows_read, rows_update
-from llmqueue.endpoints.pools import Seat, dispatch_pools
+from llmqueue.db.rows import db_param, rows_insert, rows_read
 from llmqueue.jobs.singleflight import followers_release, followers_rescue, leaders_settle
-from llmqueue.jobs.transitions import ALLOWED, RELEASE_LEASE, may_start
+from llmqueue.jobs.transitions import (
+    Completion,
+    claims_write,
+    job_transition,
+    jobs_complete,
+    may_start,
+)
 from llmqueue.limits.ledger import (
-    charges_tokens,
-    dispatch_ledger,
-    endpoint_charges,
     tokens_used,
-    user_charges,
 )
 from llmqueue.models import Endpoint, Job, JobAttempt, Outcome, Status, status_literals
-from llmqueue.policies.backoff import backoff_delay
+from llmqueue.policies.retry import BackoffSettings, retry_decide
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,139 +66,60 @@ class AttemptResult:
     call: CallResult
 
 
-def jobs_claim(*, limit: int, lease_s: float | None = None) -> list[Claim]:
-    """queued -> running for up to ``limit`` due jobs: highest priority first, then owners in
-    turn (``llmqueue.jobs.fairness``), then oldest.
+class Assignment(NamedTuple):
+    """One job of the scheduler's plan (``llmqueue.worker.scheduler``), and where it goes."""
 
-    Only jobs that can go now are claimed: an endpoint can take them (``llmqueue.endpoints.pools``:
-    enabled, healthy, not paused, breaker allowing, under max_concurrency across the fleet)
-    and they can pay their rate limits (``llmqueue.limits.ledger``). So a job never waits in a
-    drain's hands while a later, more urgent one waits in the queue, and a job that cannot go
-    waits in the queue without spending an attempt. Call inside ``transaction.atomic()``.
-    """
-    if limit <= 0:
+    job_id: int
+    endpoint_id: int
+    target: Target
+    #: its place in the queue's order, (-priority, fair_seq, id)
+    rank: tuple[int, int, int]
+    #: whether a tokens-per-minute bucket was charged for it (its usage corrects the charge)
+    tokens_charged: bool
+
+
+def jobs_claim_planned(
+    *, plan: Sequence[Assignment], now: dt.datetime, lease_s: float | None = None
+) -> list[Claim]:
+    """queued -> running for the jobs of the scheduler's ``plan``, each to its endpoint, under
+    one lease; returns their claims in the plan's order (a job no longer queued is skipped).
+    Call inside the transaction that made the plan."""
+    if not plan:
         return []
-    now = timezone.now()
     lease_s = conf.LEASE_S if lease_s is None else lease_s
-    pools = dispatch_pools(now=now)
-    candidates: list[tuple[int, int, int, str, int, int, int | None]] = []
-    due = db_param(Job, "available_at", now)
-    for model, room in pools.room().items():
-        # Twice what fits: some may be held back by their owner's limits.
-        rows = rows_read(Job, _CANDIDATE, _candidates_sql(), [model, due, 2 * min(room, limit)])
-        candidates.extend(
-            (-p, seq, pk, model, owner, tokens, pin) for pk, p, seq, owner, tokens, pin in rows
-        )
-    if not candidates:
-        return []
-    candidates.sort()
-    ledger = dispatch_ledger(
-        endpoints=pools.endpoints(), owner_ids={c[4] for c in candidates}, now=now.timestamp()
-    )
-    chosen: dict[int, list[int]] = defaultdict(list)
-    targets: dict[int, Target] = {}
-    order: list[int] = []
-    charged: set[int] = set()  # jobs charged to a tokens-per-minute bucket
-    held: Counter[str] = Counter()  # jobs held back by a rate limit, by the bucket's scope
-    rank = {c[2]: (c[0], c[1], c[2]) for c in candidates}
-    for _, _, pk, model, owner, tokens, pin in candidates:
-        if len(order) == limit:
-            break
-        charges = user_charges(ledger, owner, tokens)
-        if scope := ledger.blocked_by(charges):
-            held[scope] += 1
-            continue
-        blocked: list[str] = []
-
-        def admit(s: Seat) -> bool:
-            scope = ledger.blocked_by(charges + endpoint_charges(ledger, s.id, tokens))  # noqa: B023
-            if scope:
-                blocked.append(scope)  # noqa: B023
-            return scope is None
-
-        seat = pools.assign(model, only=pin, admit=admit)
-        if seat is None:
-            if blocked:
-                held[blocked[0]] += 1
-            continue
-        paid = charges + endpoint_charges(ledger, seat.id, tokens)
-        ledger.pay(paid)
-        if charges_tokens(paid):
-            charged.add(pk)
-        order.append(pk)
-        chosen[seat.id].append(pk)
-        targets[seat.id] = seat.target
-    for scope, n in held.items():
-        metrics.rate_limit_wait(scope=scope, n=n)
-    if not order:
-        return []
-    ledger.save()
     token = secrets.token_hex(16)
-    expires = db_param(Job, "lease_expires_at", now + dt.timedelta(seconds=lease_s))
-    started = db_param(Job, "started_at", now)
-    claims: dict[int, Claim] = {}
-    for endpoint_id, ids in chosen.items():
-        target = targets[endpoint_id]
-        sql = _CLAIM_SQL.replace("{ids}", placeholders(ids))
-        for row in rows_read(Job, _CLAIMED, sql, [endpoint_id, token, expires, started, *ids]):
-            pk, kind, payload, attempts, max_attempts, owner, tokens, model, key, ttl, *at = row
-            claims[pk] = Claim(
-                job_id=pk,
-                token=token,
-                kind=kind,
-                payload=payload,
-                attempt=attempts,
-                max_attempts=max_attempts,
-                target=target,
-                owner_id=owner,
-                tokens_estimate=tokens,
-                tokens_charged=pk in charged,
-                rank=rank[pk],
-                model=model,
-                cache_key=key,
-                cache_ttl=ttl,
-                waited_s=(at[1] - at[0]).total_seconds(),
-            )
-    return [claims[pk] for pk in order if pk in claims]  # in the order they were chosen
-
-
-# The claim's SQL, written once (``llmqueue.db.rows``): the step runs it every few milliseconds.
-# The statuses are literals so that SQLite matches the partial index job_claim.
-_CANDIDATE = ("id", "priority", "fair_seq", "owner", "tokens_estimate", "pinned_endpoint")
-_CLAIMED = (
-    "id",
-    "kind",
-    "payload",
-    "attempts",
-    "max_attempts",
-    "owner",
-    "tokens_estimate",
-    "model",
-    "cache_key",
-    "cache_ttl",
-    "created_at",
-    "started_at",
-)
-
-
-_CLAIM_SQL = (
-    f"UPDATE {{table}} SET status = {status_literals([Status.RUNNING])}, endpoint_id = %s, "
-    "lease_token = %s, lease_expires_at = %s, attempts = attempts + 1, "
-    "started_at = COALESCE(started_at, %s) "
-    f"WHERE id IN ({{ids}}) AND status IN ({status_literals(ALLOWED['claim'])}) "
-    "RETURNING {columns}"
-)
-
-
-def _candidates_sql() -> str:
-    sql = (
-        f"SELECT {{columns}} FROM {{table}} WHERE status = {status_literals([Status.QUEUED])} "
-        "AND model = %s AND available_at <= %s AND follows_id IS NULL "
-        "ORDER BY priority DESC, fair_seq, id LIMIT %s"
+    chosen: dict[int, list[int]] = defaultdict(list)
+    for a in plan:
+        chosen[a.endpoint_id].append(a.job_id)
+    rows = claims_write(
+        chosen,
+        token=token,
+        expires=db_param(Job, "lease_expires_at", now + dt.timedelta(seconds=lease_s)),
+        started=db_param(Job, "started_at", now),
     )
-    if connection.features.has_select_for_update_skip_locked:
-        sql += " FOR UPDATE SKIP LOCKED"
-    return sql
+    planned = {a.job_id: a for a in plan}
+    claims: dict[int, Claim] = {}
+    for row in rows:
+        pk, kind, payload, attempts, max_attempts, owner, tokens, model, key, ttl, *at = row
+        a = planned[pk]
+        claims[pk] = Claim(
+            job_id=pk,
+            token=token,
+            kind=kind,
+            payload=payload,
+            attempt=attempts,
+            max_attempts=max_attempts,
+            target=a.target,
+            owner_id=owner,
+            tokens_estimate=tokens,
+            tokens_charged=a.tokens_charged,
+            rank=a.rank,
+            model=model,
+            cache_key=key,
+            cache_ttl=ttl,
+            waited_s=(at[1] - at[0]).total_seconds(),
+        )
+    return [claims[a.job_id] for a in plan if a.job_id in claims]  # in the order planned
 
 
 def jobs_renew(*, tokens: Iterable[str], lease_s: float | None = None) -> int:
@@ -212,14 +133,60 @@ def jobs_renew(*, tokens: Iterable[str], lease_s: float | None = None) -> int:
     )
 
 
-def _retry_delay(attempt: int, r: AttemptResult) -> float:
-    return backoff_delay(
-        attempt=attempt,
-        base=conf.BACKOFF_BASE_S,
-        cap=conf.BACKOFF_CAP_S,
-        retry_after=r.call.retry_after,
-        retry_after_cap=conf.RETRY_AFTER_CAP_S,
+def _backoff() -> BackoffSettings:
+    return BackoffSettings(
+        base=conf.BACKOFF_BASE_S, cap=conf.BACKOFF_CAP_S, retry_after_cap=conf.RETRY_AFTER_CAP_S
     )
+
+
+def _failures_apply(results: Sequence[AttemptResult], *, now: dt.datetime) -> list[int]:
+    """Each failed call's job to its next state (``policies.retry``), fenced by its lease: a
+    lost fence is expected here (the job was reaped meanwhile) and skipped. Returns the jobs
+    dead-lettered."""
+    dead: list[int] = []
+    backoff = _backoff()
+    for r in results:
+        c = r.claim
+        decision = retry_decide(
+            outcome=r.call.outcome,
+            spent=r.call.spent,
+            attempt=c.attempt,
+            max_attempts=c.max_attempts,
+            error=r.call.error,
+            retry_after=r.call.retry_after,
+            backoff=backoff,
+        )
+        job, token = c.job_id, c.token
+        due = now + dt.timedelta(seconds=decision.delay)
+        if decision.action == "refund":
+            job_transition(
+                "refund",
+                job_id=job,
+                token=token,
+                strict=False,
+                error=decision.error,
+                attempts=F("attempts") - 1,
+                available_at=due,
+            )
+        elif decision.action == "retry_later":
+            job_transition(
+                "retry_later",
+                job_id=job,
+                token=token,
+                strict=False,
+                error=decision.error,
+                available_at=due,
+            )
+        elif job_transition(
+            "dead_letter",
+            job_id=job,
+            token=token,
+            strict=False,
+            error=decision.error,
+            finished_at=now,
+        ):
+            dead.append(job)
+    return dead
 
 
 _ATTEMPT_FIELDS = (
@@ -232,15 +199,6 @@ _ATTEMPT_FIELDS = (
     "http_status",
     "outcome",
     "error",
-)
-_SUCCEED_SET = (
-    "status",
-    "result",
-    "error",
-    "finished_at",
-    "tokens_used",
-    "lease_token",
-    "lease_expires_at",
 )
 
 
@@ -272,34 +230,8 @@ def jobs_record(results: Sequence[AttemptResult]) -> None:
             for r in results
         ),
     )
-    won = _succeed_many([r for r in results if r.call.outcome == Outcome.SUCCESS], now=now)
-    dead: list[int] = []  # the jobs whose last transition won its fence
-    for r in results:
-        if r.call.outcome == Outcome.SUCCESS:
-            continue
-        c = r.claim
-        fence = Job.objects.filter(pk=c.job_id, status=Status.RUNNING, lease_token=c.token)
-        if r.call.outcome == Outcome.RETRY and not r.call.spent:
-            fence.update(
-                status=Status.QUEUED,
-                error=r.call.error,
-                attempts=F("attempts") - 1,
-                available_at=now + dt.timedelta(seconds=_retry_delay(c.attempt, r)),
-                **RELEASE_LEASE,
-            )
-        elif r.call.outcome == Outcome.RETRY and c.attempt < c.max_attempts:
-            fence.update(
-                status=Status.QUEUED,
-                error=r.call.error,
-                available_at=now + dt.timedelta(seconds=_retry_delay(c.attempt, r)),
-                **RELEASE_LEASE,
-            )
-        else:
-            error = r.call.error
-            if r.call.outcome == Outcome.RETRY:
-                error = f"gave up after {c.attempt} attempts; last error: {r.call.error}"
-            if fence.update(status=Status.DEAD, error=error, finished_at=now, **RELEASE_LEASE):
-                dead.append(c.job_id)
+    won = _complete_many([r for r in results if r.call.outcome == Outcome.SUCCESS], now=now)
+    dead = _failures_apply([r for r in results if r.call.outcome != Outcome.SUCCESS], now=now)
     leaders_settle(
         {r.claim.job_id: r.call.body for r in won},
         store=[
@@ -326,57 +258,19 @@ def jobs_record(results: Sequence[AttemptResult]) -> None:
     )
 
 
-def _succeed_many(results: Sequence[AttemptResult], *, now: dt.datetime) -> list[AttemptResult]:
-    """running -> succeeded for many jobs at once; returns the results whose fence held.
-
-    The hot path of every drain step, so one statement run for all rows (``llmqueue.db.rows``),
-    each row fenced by its lease in the WHERE clause. Nearly always every fence holds, which
-    the count of changed rows tells; when one did not (its lease was lost), the writes are
-    undone and redone for the jobs whose fence is read to hold, under lock (PostgreSQL:
-    FOR UPDATE; SQLite: the step's IMMEDIATE transaction).
-    """
-    if not results:
-        return []
-    with contextlib.suppress(_FenceLost), transaction.atomic():
-        if _succeed_rows(results, now=now) != len(results):
-            raise _FenceLost  # rolls back to the savepoint
-        return list(results)
-    fenced = Job.objects.filter(
-        pk__in=[r.claim.job_id for r in results],
-        status=Status.RUNNING,
-        lease_token__in={r.claim.token for r in results},
-    ).order_by()
-    held = set(fenced.select_for_update().values_list("pk", "lease_token"))
-    won = [r for r in results if (r.claim.job_id, r.claim.token) in held]
-    _succeed_rows(won, now=now)
-    return won
-
-
-class _FenceLost(Exception):
-    pass
-
-
-def _succeed_rows(results: Sequence[AttemptResult], *, now: dt.datetime) -> int:
-    return rows_update(
-        Job,
-        assign=_SUCCEED_SET,
-        where=("id", "status", "lease_token"),
-        rows=(
-            (
-                Status.SUCCEEDED.value,
-                r.call.body,
-                "",
-                now,
-                tokens_used(r.call.body),
-                None,
-                None,
-                r.claim.job_id,
-                Status.RUNNING.value,
-                r.claim.token,
-            )
+def _complete_many(results: Sequence[AttemptResult], *, now: dt.datetime) -> list[AttemptResult]:
+    """running -> succeeded in one statement; returns the results whose fence held."""
+    done = {(r.claim.job_id, r.claim.token): r for r in results}
+    won = jobs_complete(
+        [
+            Completion(r.claim.job_id, r.claim.token, r.call.body, tokens_used(r.call.body))
             for r in results
-        ),
+        ],
+        now=now,
     )
+    if len(won) == len(results):
+        return list(results)
+    return [done[(d.job_id, d.token)] for d in won]
 
 
 def jobs_release(*, claims: Iterable[Claim]) -> int:
@@ -388,8 +282,13 @@ def jobs_release(*, claims: Iterable[Claim]) -> int:
     now = timezone.now()
     with transaction.atomic():
         for c in claims:
-            n += Job.objects.filter(may_start("release"), pk=c.job_id, lease_token=c.token).update(
-                status=Status.QUEUED, attempts=F("attempts") - 1, available_at=now, **RELEASE_LEASE
+            n += job_transition(
+                "release",
+                job_id=c.job_id,
+                token=c.token,
+                strict=False,
+                attempts=F("attempts") - 1,
+                available_at=now,
             )
     return n
 
@@ -429,14 +328,19 @@ def jobs_reap(*, limit: int = 500) -> int:
         n = 0
         ended: list[int] = []
         for pk, attempts, max_attempts, _, _, token in rows:
-            fence = Job.objects.filter(expired, pk=pk, lease_token=token)
+            lapsed = Q(lease_expires_at__lt=now)
             if attempts < max_attempts:
-                n += fence.update(status=Status.QUEUED, available_at=now, **RELEASE_LEASE)
-            elif fence.update(
-                status=Status.DEAD,
+                n += job_transition(
+                    "reap", job_id=pk, token=token, where=lapsed, strict=False, available_at=now
+                )
+            elif job_transition(
+                "reap_dead",
+                job_id=pk,
+                token=token,
+                where=lapsed,
+                strict=False,
                 error=f"gave up after {attempts} attempts; the last one's worker died",
                 finished_at=now,
-                **RELEASE_LEASE,
             ):
                 ended.append(pk)
         followers_release(ended, now=now)

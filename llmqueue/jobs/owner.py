@@ -7,12 +7,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from llmqueue import metrics
 from llmqueue.jobs.singleflight import followers_release
-from llmqueue.jobs.transitions import ALLOWED, RELEASE_LEASE, guarded_transition, wake_on_commit
-from llmqueue.models import Endpoint, Job, Status
+from llmqueue.jobs.transitions import job_transition, jobs_transition, wake_on_commit
+from llmqueue.models import Endpoint, Status
 
 
 def job_cancel(*, job_id: int) -> None:
@@ -22,7 +23,7 @@ def job_cancel(*, job_id: int) -> None:
     """
     now = timezone.now()
     with transaction.atomic():
-        guarded_transition(job_id, "cancel", status=Status.CANCELLED, finished_at=now)
+        job_transition("cancel", job_id=job_id, finished_at=now)
         if followers_release([job_id], now=now):
             wake_on_commit()
     metrics.jobs_finished(Status.CANCELLED)
@@ -31,14 +32,12 @@ def job_cancel(*, job_id: int) -> None:
 def _requeued(now: dt.datetime) -> dict[str, Any]:
     """A retried job's fresh start: queued now, with its attempts, error and result cleared."""
     return {
-        "status": Status.QUEUED,
         "attempts": 0,
         "error": "",
         "result": None,
         "available_at": now,
         "finished_at": None,
         "follows": None,  # a retried follower runs on its own
-        **RELEASE_LEASE,
     }
 
 
@@ -46,12 +45,7 @@ def job_retry(*, job_id: int) -> None:
     """dead | cancelled -> queued, with its attempts reset. Raises TransitionError otherwise."""
     now = timezone.now()
     with transaction.atomic():
-        guarded_transition(
-            job_id,
-            "retry",
-            pinned_endpoint=None,
-            **_requeued(now),
-        )
+        job_transition("retry", job_id=job_id, pinned_endpoint=None, **_requeued(now))
         wake_on_commit()
 
 
@@ -62,14 +56,13 @@ def jobs_retry(*, job_ids: Iterable[int], endpoint_id: int | None = None) -> int
     no other), and only those whose model it serves are requeued. Without, any pin is cleared.
     """
     now = timezone.now()
-    requeue = Job.objects.filter(pk__in=list(job_ids), status__in=ALLOWED["retry"])
+    requeue = Q(pk__in=list(job_ids))
     if endpoint_id is not None:
         served = Endpoint.objects.filter(pk=endpoint_id).values_list("served_models", flat=True)
-        requeue = requeue.filter(model__in=served.first() or [])
+        requeue &= Q(model__in=served.first() or [])
     with transaction.atomic():
-        n = requeue.update(
-            pinned_endpoint_id=endpoint_id,
-            **_requeued(now),
+        n = jobs_transition(
+            "retry", where=requeue, pinned_endpoint_id=endpoint_id, **_requeued(now)
         )
         if n:
             wake_on_commit()

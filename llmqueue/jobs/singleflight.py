@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 
 from llmqueue import metrics
@@ -25,7 +25,7 @@ from llmqueue.cache import (
     cache_store_many,
 )
 from llmqueue.db.rows import placeholders, rows_read
-from llmqueue.jobs.transitions import may_start
+from llmqueue.jobs.transitions import jobs_transition
 from llmqueue.models import Job, Status, status_literals
 
 
@@ -180,9 +180,7 @@ def followers_release(leader_ids: list[int], *, now: dt.datetime) -> int:
         return 0
     if not (ids := _followers(leader_ids)):
         return 0
-    return Job.objects.filter(may_start("follow_through"), pk__in=ids).update(
-        follows=None, available_at=now
-    )
+    return jobs_transition("follower_release", where=Q(pk__in=ids), follows=None, available_at=now)
 
 
 def _followers(leader_ids: list[int] | None = None) -> list[int]:
@@ -207,17 +205,18 @@ def leaders_settle(
     SELECT of the followers (an UPDATE only if there are some) and an upsert.
     """
     if answers and (ids := _followers(list(answers))):
-        _followers_take_answers(Job.objects.filter(pk__in=ids), now=now)
+        _followers_take_answers(Q(pk__in=ids), now=now)
     cache_store_many(store, now=now)
     followers_release(ended, now=now)
 
 
-def _followers_take_answers(followers: QuerySet[Job], *, now: dt.datetime) -> int:
+def _followers_take_answers(followers: Q, *, now: dt.datetime) -> int:
     """queued followers -> succeeded with their leader's answer, in one UPDATE (the answer is
     read from the leader's row, written earlier in the same transaction)."""
     answer = Job.objects.filter(pk=OuterRef("follows_id")).values("result")[:1]
-    n = followers.filter(may_start("follow_through")).update(
-        status=Status.SUCCEEDED,
+    n = jobs_transition(
+        "follow_through",
+        where=followers,
         result=Subquery(answer),
         cache_hit=True,
         error="",
@@ -237,9 +236,12 @@ def followers_rescue(*, now: dt.datetime, leaders: list[int] | None = None) -> i
     """
     if not (ids := _followers(leaders)):
         return 0
-    stray = Job.objects.filter(may_start("follow_through"), pk__in=ids)
-    completed = _followers_take_answers(stray.filter(follows__status=Status.SUCCEEDED), now=now)
-    released = stray.filter(follows__status__in=(Status.DEAD, Status.CANCELLED)).update(
-        follows=None, available_at=now
+    stray = Q(pk__in=ids)
+    completed = _followers_take_answers(stray & Q(follows__status=Status.SUCCEEDED), now=now)
+    released = jobs_transition(
+        "follower_release",
+        where=stray & Q(follows__status__in=(Status.DEAD, Status.CANCELLED)),
+        follows=None,
+        available_at=now,
     )
     return completed + released

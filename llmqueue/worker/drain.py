@@ -42,7 +42,7 @@ from llmqueue.jobs import (
     AttemptResult,
     Claim,
     attempt_usages,
-    jobs_claim,
+    jobs_claim_planned,
     jobs_reap,
     jobs_record,
     jobs_release,
@@ -53,6 +53,7 @@ from llmqueue.jobs import (
 from llmqueue.limits.ledger import buckets_reconcile
 from llmqueue.models import DrainSlot, Outcome
 from llmqueue.worker.health import health_wake
+from llmqueue.worker.scheduler import jobs_schedule
 from llmqueue.worker.slots import (
     slot_acquire,
     slot_beat,
@@ -189,7 +190,8 @@ class Drainer:
             jobs_record(results)
             endpoints_learn(r.call for r in results)
             buckets_reconcile(attempt_usages(results))
-            return jobs_claim(limit=want)
+            now = timezone.now()
+            return jobs_claim_planned(plan=jobs_schedule(limit=want, now=now), now=now)
 
     def _beat(self, tokens: list[str]) -> bool:
         """Renew the slot and our leases; False if the slot was taken from us."""

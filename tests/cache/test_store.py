@@ -23,13 +23,13 @@ from llmqueue.jobs import (
     job_cancel,
     job_retry,
     job_submit,
-    jobs_claim,
     jobs_reap,
     jobs_record,
     jobs_submit_many,
 )
 from llmqueue.models import CacheEntry, Job, Outcome, Status
 from llmqueue.standin.echo import echo_answer
+from llmqueue.worker.scheduler import jobs_claim
 from tests.factories import attempt, chat_payload
 
 pytestmark = pytest.mark.django_db

@@ -12,9 +12,10 @@ from django.utils import timezone
 from llmqueue.calls.types import CallOutcome
 from llmqueue.endpoints.health import endpoint_health_record
 from llmqueue.endpoints.pools import breaker_of, breaker_reset, endpoints_learn
-from llmqueue.jobs import job_submit, jobs_claim, jobs_record
+from llmqueue.jobs import job_submit, jobs_record
 from llmqueue.models import Endpoint, Job, Outcome, Status
 from llmqueue.policies.breaker import Phase
+from llmqueue.worker.scheduler import jobs_claim
 from tests.factories import attempt, chat_spec, make_endpoint
 
 pytestmark = pytest.mark.django_db

@@ -20,9 +20,9 @@ django.setup()
 from django.db import transaction  # noqa: E402
 
 from llmqueue.endpoints.pools import breaker_of, breaker_save, breaker_settings  # noqa: E402
-from llmqueue.jobs import jobs_claim  # noqa: E402
 from llmqueue.models import Endpoint  # noqa: E402
 from llmqueue.policies.breaker import breaker_allow  # noqa: E402
+from llmqueue.worker.scheduler import jobs_claim  # noqa: E402
 
 
 def main() -> None:

@@ -14,13 +14,13 @@ from llmqueue.jobs import (
     job_cancel,
     job_retry,
     job_submit,
-    jobs_claim,
     jobs_reap,
     jobs_record,
     jobs_renew,
     jobs_submit_many,
 )
 from llmqueue.models import Job, JobAttempt, Outcome, Status
+from llmqueue.worker.scheduler import jobs_claim
 from tests.factories import attempt, chat_spec, make_endpoint
 
 pytestmark = pytest.mark.django_db

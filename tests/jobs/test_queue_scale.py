@@ -22,7 +22,6 @@ from django.utils import timezone
 
 from llmqueue.jobs import (
     job_submit,
-    jobs_claim,
     jobs_reap,
     jobs_record,
     jobs_submit_many,
@@ -30,6 +29,7 @@ from llmqueue.jobs import (
     queue_next_due,
 )
 from llmqueue.models import Job, Outcome
+from llmqueue.worker.scheduler import jobs_claim
 from tests.factories import attempt, chat_spec, make_endpoint, make_user
 
 pytestmark = [

@@ -10,10 +10,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from llmqueue.errors import OverLimit
-from llmqueue.jobs import attempt_usages, job_submit, jobs_claim, jobs_record, jobs_submit_many
+from llmqueue.jobs import attempt_usages, job_submit, jobs_record, jobs_submit_many
 from llmqueue.jobs.fairness import fair_seqs_assign
 from llmqueue.limits.ledger import buckets_reconcile
 from llmqueue.models import Endpoint, Job, Outcome, TokenBucket, UserLimits
+from llmqueue.worker.scheduler import jobs_claim
 from tests.factories import attempt, chat_payload, chat_spec, make_endpoint, make_user
 
 pytestmark = pytest.mark.django_db
