@@ -6,6 +6,7 @@ SECRET_KEY    unset: a random key kept in .local/secret_key (fine for one machin
 DEBUG         "1"/"true" to enable; default off
 ALLOWED_HOSTS comma separated; default 127.0.0.1,localhost
 HTTPS         "1" behind TLS: secure cookies, HSTS, SSL redirect (what `check --deploy` wants)
+LOG_FORMAT    "plain" (default) or "json": one JSON object a line, with a record's extra fields
 LLMQUEUE_*    any llmqueue setting (see llmqueue/conf.py)
 A value that does not parse fails `manage.py check` with its name (project/env.py,
 llmqueue/checks.py); so does an LLMQUEUE_* name that llmqueue does not know.
@@ -41,6 +42,7 @@ DEBUG = env_bool("DEBUG")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", LOG_LEVELS)
 Q_LOG_LEVEL = env_choice("Q_LOG_LEVEL", "WARNING", LOG_LEVELS)
+LOG_FORMAT = env_choice("LOG_FORMAT", "PLAIN", ("PLAIN", "JSON"))
 ALLOWED_HOSTS = [
     h.strip()
     for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",")
@@ -216,8 +218,17 @@ USE_TZ = True
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        # One object a line for log collectors; the worker's records about a job carry its
+        # job_id, endpoint and outcome as fields of their own (``extra=``).
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
+            "rename_fields": {"levelname": "level", "name": "logger", "process": "pid"},
+        },
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT.lower()}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "httpx": {"level": "WARNING"},
