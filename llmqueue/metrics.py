@@ -49,6 +49,7 @@ from prometheus_client import (
 )
 
 from llmqueue.calls.types import CallResult
+from llmqueue.models import Outcome
 
 #: upstream call durations, seconds: LLM calls take from milliseconds (cache, small models)
 #: to minutes (long generations)
@@ -86,6 +87,15 @@ RATE_LIMIT_WAITS = Counter(
     "bucket scope; a job held back at several claims counts at each.",
     ["scope"],
 )
+TOKENS = Counter(
+    "llmqueue_tokens",
+    "LLM tokens that upstreams reported in the usage of their successful answers, by endpoint, "
+    "model and kind (prompt, completion). Cache hits and single-flight followers call no "
+    "upstream and count nothing here.",
+    ["endpoint", "model", "kind"],
+)
+#: the usage fields of an OpenAI-compatible answer, by the kind they count
+TOKEN_KINDS = (("prompt", "prompt_tokens"), ("completion", "completion_tokens"))
 UPSTREAM_RATE_LIMITED = Counter(
     "llmqueue_upstream_rate_limited",
     "Upstream answers 429 (the endpoint asked us to slow down), by endpoint.",
@@ -121,13 +131,19 @@ def jobs_finished(outcome: str, n: int = 1) -> None:
 
 
 def attempts_recorded(
-    results: Sequence[CallResult], *, waits: Iterable[float], finished: Iterable[str]
+    results: Sequence[CallResult],
+    *,
+    waits: Iterable[float],
+    finished: Iterable[str],
+    models: Sequence[str] = (),
 ) -> None:
     """Count a drain step's calls, and the jobs they finished: ``waits`` are those jobs' queue
     waits (seconds from submission to first claim), ``finished`` the terminal status of each
-    job whose transition won its fence. Counted once the step commits.
+    job whose transition won its fence, ``models`` the model each call asked for (in the order
+    of ``results``). Counted once the step commits.
     """
     calls = Tally((r.target.name, str(r.outcome)) for r in results)
+    tokens = tokens_reported(results, models)
     throttled = Tally(r.target.name for r in results if r.http_status == 429)
     durations = [(r.target.name, max(0.0, r.duration_ms / 1000.0)) for r in results]
     outcomes = Tally(finished)
@@ -144,9 +160,30 @@ def attempts_recorded(
             JOBS_FINISHED.labels(outcome).inc(n)
         for seconds in waits:
             QUEUE_WAIT_SECONDS.observe(seconds)
+        for (endpoint, model, kind), n in tokens.items():
+            TOKENS.labels(endpoint, model, kind).inc(n)
 
     if calls or outcomes:
         _after_commit(count)
+
+
+def tokens_reported(
+    results: Sequence[CallResult], models: Sequence[str]
+) -> Tally[tuple[str, str, str]]:
+    """Tokens by (endpoint, model, kind) from the ``usage`` of successful answers. A model
+    name is one an endpoint serves (intake refuses others), so the label stays bounded; an
+    answer without a usage (or with a malformed one) counts nothing rather than a guess."""
+    tally: Tally[tuple[str, str, str]] = Tally()
+    for i, r in enumerate(results):
+        usage = r.body.get("usage") if isinstance(r.body, dict) else None
+        if r.outcome != Outcome.SUCCESS or not isinstance(usage, dict):
+            continue
+        model = models[i] if i < len(models) else ""
+        for kind, field in TOKEN_KINDS:
+            n = usage.get(field)
+            if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+                tally[(r.target.name, model, kind)] += n
+    return tally
 
 
 def attempts_lost(endpoints: Iterable[str]) -> None:
