@@ -19,6 +19,7 @@ from pathlib import Path
 import dj_database_url
 
 from project.env import env_bool, env_choice, env_int, problems
+from project.prometheus_dir import multiproc_dir_setup
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 LOCAL_DIR = BASE_DIR / ".local"
@@ -242,9 +243,11 @@ WHITENOISE_USE_FINDERS = True
 # Web processes and drain workers each count their own events; prometheus_client's multiprocess
 # mode adds them up at scrape time from one directory per host (llmqueue.metrics). It must be
 # set before prometheus_client is first imported, which happens after the settings load.
-# Give every process of a host the same directory and empty it when the host's services start.
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(LOCAL_DIR / "prometheus"))
-Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+# PROMETHEUS_MULTIPROC_DIR (default .local/prometheus) is a root: each deployment (database) on
+# each host and boot counts in a subdirectory of its own (project/prometheus_dir.py).
+PROMETHEUS_MULTIPROC_DIR = multiproc_dir_setup(
+    default_root=LOCAL_DIR / "prometheus", database=DATABASES["default"]
+)
 
 # Environment switches above that did not parse; llmqueue.checks reports them by name.
 ENV_ERRORS = problems
