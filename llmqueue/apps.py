@@ -13,6 +13,8 @@ class LlmqueueConfig(AppConfig):
         from llmqueue.cache.metrics import CacheStateCollector
         from llmqueue.jobs.collectors import QueueStateCollector
         from llmqueue.worker import signals  # noqa: F401
+        from llmqueue.worker.heartbeat import HeartbeatCollector
 
         metrics.STATE_REGISTRY.register(QueueStateCollector())
         metrics.STATE_REGISTRY.register(CacheStateCollector())
+        metrics.STATE_REGISTRY.register(HeartbeatCollector())

@@ -7,8 +7,10 @@ Two kinds, because they answer two questions:
   happen: web processes count submissions, drain workers count attempts and outcomes. With
   several processes, prometheus_client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, set
   by the project settings) keeps each process's values in a file of that directory, and a
-  scrape adds them up. A counter of a process that died stays in its file, so totals never
-  go backwards while the directory lives (wipe it when the host's services start).
+  scrape adds them up. The directory is the deployment's own on this host (one per database
+  and boot, ``project/prometheus_dir.py``); a scrape first folds the files of processes that
+  died into an archive, so totals never go backwards and its cost stays that of the live
+  processes.
   Increments are made once the transaction that made the event commits (``on_commit``), so
   a rolled-back step counts nothing and a retried step counts once.
 - **State** (queue depth, endpoint health, breaker state, in flight) is read from the
@@ -32,10 +34,13 @@ endpoints, ``llmqueue.cache.metrics`` for the cache); the app registers them on
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import glob
+import json
 import os
 from collections import Counter as Tally
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from django.db import transaction
@@ -47,8 +52,10 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.mmap_dict import MmapedDict
 
 from llmqueue.calls.types import CallResult
+from llmqueue.models import Outcome
 
 #: upstream call durations, seconds: LLM calls take from milliseconds (cache, small models)
 #: to minutes (long generations)
@@ -86,6 +93,15 @@ RATE_LIMIT_WAITS = Counter(
     "bucket scope; a job held back at several claims counts at each.",
     ["scope"],
 )
+TOKENS = Counter(
+    "llmqueue_tokens",
+    "LLM tokens that upstreams reported in the usage of their successful answers, by endpoint, "
+    "model and kind (prompt, completion). Cache hits and single-flight followers call no "
+    "upstream and count nothing here.",
+    ["endpoint", "model", "kind"],
+)
+#: the usage fields of an OpenAI-compatible answer, by the kind they count
+TOKEN_KINDS = (("prompt", "prompt_tokens"), ("completion", "completion_tokens"))
 UPSTREAM_RATE_LIMITED = Counter(
     "llmqueue_upstream_rate_limited",
     "Upstream answers 429 (the endpoint asked us to slow down), by endpoint.",
@@ -121,13 +137,19 @@ def jobs_finished(outcome: str, n: int = 1) -> None:
 
 
 def attempts_recorded(
-    results: Sequence[CallResult], *, waits: Iterable[float], finished: Iterable[str]
+    results: Sequence[CallResult],
+    *,
+    waits: Iterable[float],
+    finished: Iterable[str],
+    models: Sequence[str] = (),
 ) -> None:
     """Count a drain step's calls, and the jobs they finished: ``waits`` are those jobs' queue
     waits (seconds from submission to first claim), ``finished`` the terminal status of each
-    job whose transition won its fence. Counted once the step commits.
+    job whose transition won its fence, ``models`` the model each call asked for (in the order
+    of ``results``). Counted once the step commits.
     """
     calls = Tally((r.target.name, str(r.outcome)) for r in results)
+    tokens = tokens_reported(results, models)
     throttled = Tally(r.target.name for r in results if r.http_status == 429)
     durations = [(r.target.name, max(0.0, r.duration_ms / 1000.0)) for r in results]
     outcomes = Tally(finished)
@@ -144,9 +166,30 @@ def attempts_recorded(
             JOBS_FINISHED.labels(outcome).inc(n)
         for seconds in waits:
             QUEUE_WAIT_SECONDS.observe(seconds)
+        for (endpoint, model, kind), n in tokens.items():
+            TOKENS.labels(endpoint, model, kind).inc(n)
 
     if calls or outcomes:
         _after_commit(count)
+
+
+def tokens_reported(
+    results: Sequence[CallResult], models: Sequence[str]
+) -> Tally[tuple[str, str, str]]:
+    """Tokens by (endpoint, model, kind) from the ``usage`` of successful answers. A model
+    name is one an endpoint serves (intake refuses others), so the label stays bounded; an
+    answer without a usage (or with a malformed one) counts nothing rather than a guess."""
+    tally: Tally[tuple[str, str, str]] = Tally()
+    for i, r in enumerate(results):
+        usage = r.body.get("usage") if isinstance(r.body, dict) else None
+        if r.outcome != Outcome.SUCCESS or not isinstance(usage, dict):
+            continue
+        model = models[i] if i < len(models) else ""
+        for kind, field in TOKEN_KINDS:
+            n = usage.get(field)
+            if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+                tally[(r.target.name, model, kind)] += n
+    return tally
 
 
 def attempts_lost(endpoints: Iterable[str]) -> None:
@@ -170,17 +213,26 @@ def multiprocess_dir() -> str | None:
 
 
 class _HostCollector(multiprocess.MultiProcessCollector):
-    """prometheus_client's merge of the processes' files, without the empty ones. A process
-    creates its file and sizes it a moment later; one killed in between (a crashed worker)
-    leaves it empty for good, and the library's merge then fails every scrape after
-    (prometheus/client_python#1199). An empty file holds no counts: skipping it loses none."""
+    """prometheus_client's merge of the processes' files, with two repairs.
+
+    Files of processes that died are first folded into one archive per metric type
+    (``multiprocess_compact``), so that a scrape reads the live processes and the archive,
+    not every worker that ever ran. And empty files are skipped: a process creates its file
+    and sizes it a moment later, and one killed in between leaves it empty, which the
+    library's merge fails on (prometheus/client_python#1199). An empty file holds no counts.
+    """
 
     def __init__(self, registry: CollectorRegistry, path: str) -> None:
         self.dir = path
         super().__init__(registry, path=path)
 
     def collect(self) -> Any:
-        return self.merge([f for f in glob.glob(os.path.join(self.dir, "*.db")) if _filled(f)])
+        # Under the directory's lock: a scrape must never see both the archive that holds a
+        # dead process's counts and that process's file (a count twice, then a "reset").
+        with _dir_lock(self.dir):
+            multiprocess_compact(self.dir)
+            files = [f for f in glob.glob(os.path.join(self.dir, "*.db")) if _filled(f)]
+            return self.merge(files)
 
 
 def _filled(path: str) -> bool:
@@ -188,6 +240,98 @@ def _filled(path: str) -> bool:
         return os.path.getsize(path) > 0
     except OSError:  # its process's files were removed meanwhile
         return False
+
+
+#: the name that takes a pid's place in the file of dead processes' merged counts
+ARCHIVE = "archive"
+#: the compaction in progress: archives written, dead files to remove (a crash mid-way is
+#: finished by the next scrape, so that no file is counted twice or lost)
+_JOURNAL = "compaction.json"
+
+
+@contextlib.contextmanager
+def _dir_lock(path: str) -> Iterator[None]:
+    with open(os.path.join(path, ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _file_pid(path: str) -> int | None:
+    tail = os.path.basename(path)[: -len(".db")].rsplit("_", 1)[-1]
+    return int(tail) if tail.isdigit() else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process holds the pid: not ours, but alive
+        return True
+    return True
+
+
+def multiprocess_compact(path: str) -> int:
+    """Fold the files of this host's dead processes into ``<type>_archive.db``; returns how
+    many were folded. Counters and histograms are summed (so totals never go back); a dead
+    process's gauges say nothing about now and are dropped. Call under the directory's lock.
+    """
+    _journal_finish(path)
+    dead = [
+        f
+        for f in glob.glob(os.path.join(path, "*.db"))
+        if (pid := _file_pid(f)) is not None and pid != os.getpid() and not _alive(pid)
+    ]
+    if not dead:
+        return 0
+    by_type: dict[str, list[str]] = {}
+    for f in dead:
+        typ = os.path.basename(f).split("_", 1)[0]
+        if typ != "gauge":
+            by_type.setdefault(typ, []).append(f)
+    for typ, files in by_type.items():
+        archive = os.path.join(path, f"{typ}_{ARCHIVE}.db")
+        totals: dict[str, list[float]] = {}
+        for f in [archive, *files]:
+            if not _filled(f):
+                continue
+            for key, value, timestamp, _ in MmapedDict.read_all_values_from_file(f):
+                total = totals.setdefault(key, [0.0, 0.0])
+                total[0] += value
+                total[1] = max(total[1], timestamp)
+        with contextlib.suppress(FileNotFoundError):  # a crash's leftover: it would add up
+            os.remove(f"{archive}.new")
+        merged = MmapedDict(f"{archive}.new")
+        for key, (value, timestamp) in totals.items():
+            merged.write_value(key, value, timestamp)
+        merged.close()
+    journal = os.path.join(path, _JOURNAL)
+    with open(f"{journal}.new", "w") as out:
+        json.dump({"types": sorted(by_type), "dead": [os.path.basename(f) for f in dead]}, out)
+    os.replace(f"{journal}.new", journal)
+    _journal_finish(path)
+    return len(dead)
+
+
+def _journal_finish(path: str) -> None:
+    """Install the new archives and remove the dead files the journal names (idempotent)."""
+    journal = os.path.join(path, _JOURNAL)
+    try:
+        with open(journal) as f:
+            todo = json.load(f)
+    except FileNotFoundError:
+        return
+    for typ in todo["types"]:
+        archive = os.path.join(path, f"{typ}_{ARCHIVE}.db")
+        with contextlib.suppress(FileNotFoundError):  # installed before a crash
+            os.replace(f"{archive}.new", archive)
+    for name in todo["dead"]:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(path, name))
+    os.remove(journal)
 
 
 def events_registry() -> Any:

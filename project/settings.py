@@ -6,6 +6,7 @@ SECRET_KEY    unset: a random key kept in .local/secret_key (fine for one machin
 DEBUG         "1"/"true" to enable; default off
 ALLOWED_HOSTS comma separated; default 127.0.0.1,localhost
 HTTPS         "1" behind TLS: secure cookies, HSTS, SSL redirect (what `check --deploy` wants)
+LOG_FORMAT    "plain" (default) or "json": one JSON object a line, with a record's extra fields
 LLMQUEUE_*    any llmqueue setting (see llmqueue/conf.py)
 A value that does not parse fails `manage.py check` with its name (project/env.py,
 llmqueue/checks.py); so does an LLMQUEUE_* name that llmqueue does not know.
@@ -20,6 +21,7 @@ import dj_database_url
 from csp.constants import NONE, SELF
 
 from project.env import env_bool, env_choice, env_int, problems
+from project.prometheus_dir import multiproc_dir_setup
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 LOCAL_DIR = BASE_DIR / ".local"
@@ -43,6 +45,7 @@ DEBUG = env_bool("DEBUG")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", LOG_LEVELS)
 Q_LOG_LEVEL = env_choice("Q_LOG_LEVEL", "WARNING", LOG_LEVELS)
+LOG_FORMAT = env_choice("LOG_FORMAT", "PLAIN", ("PLAIN", "JSON"))
 ALLOWED_HOSTS = [
     h.strip()
     for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",")
@@ -266,8 +269,17 @@ USE_TZ = True
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        # One object a line for log collectors; the worker's records about a job carry its
+        # job_id, endpoint and outcome as fields of their own (``extra=``).
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
+            "rename_fields": {"levelname": "level", "name": "logger", "process": "pid"},
+        },
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT.lower()}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "httpx": {"level": "WARNING"},
@@ -281,9 +293,11 @@ WHITENOISE_USE_FINDERS = True
 # Web processes and drain workers each count their own events; prometheus_client's multiprocess
 # mode adds them up at scrape time from one directory per host (llmqueue.metrics). It must be
 # set before prometheus_client is first imported, which happens after the settings load.
-# Give every process of a host the same directory and empty it when the host's services start.
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(LOCAL_DIR / "prometheus"))
-Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+# PROMETHEUS_MULTIPROC_DIR (default .local/prometheus) is a root: each deployment (database) on
+# each host and boot counts in a subdirectory of its own (project/prometheus_dir.py).
+PROMETHEUS_MULTIPROC_DIR = multiproc_dir_setup(
+    default_root=LOCAL_DIR / "prometheus", database=DATABASES["default"]
+)
 
 # Environment switches above that did not parse; llmqueue.checks reports them by name.
 ENV_ERRORS = problems

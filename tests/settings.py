@@ -17,6 +17,7 @@ if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="llmqueue-prom-")
     atexit.register(shutil.rmtree, os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
+from project.prometheus_dir import multiproc_dir_setup
 from project.settings import *  # noqa: F403
 
 # Runs side by side (two checkouts, two terminals) must not share one SQLite test file.
@@ -24,6 +25,14 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
     DATABASES["default"]["TEST"] = {  # noqa: F405
         "NAME": str(LOCAL_DIR / f"test-{os.environ['Q_CLUSTER_NAME']}.sqlite3")  # noqa: F405
     }
+# Count in the test database's directory, where the clusters the tests start (whose
+# DATABASE_URL is the test database) count too.
+_test_db = dict(DATABASES["default"])  # noqa: F405
+_test_db["NAME"] = _test_db.get("TEST", {}).get("NAME") or f"test_{_test_db['NAME']}"
+PROMETHEUS_MULTIPROC_DIR = multiproc_dir_setup(
+    default_root=LOCAL_DIR / "prometheus",  # noqa: F405
+    database=_test_db,
+)
 
 # PBKDF2's many rounds are the production choice; in tests they only cost time.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

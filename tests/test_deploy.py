@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
 
 import pytest
 import yaml
@@ -44,3 +47,41 @@ def test_deploy_files_parse_and_use_real_metric_names():
     used = {name for e in exprs for name in re.findall(r"\bllmqueue_[a-z0-9_]+", e)}
     assert used and used <= known, sorted(used - known)
     assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
+
+
+# --- promtool: the configuration and the rules load, and the alerts fire when they should ---
+
+PROMTOOL = shutil.which("promtool")
+PROMETHEUS = DEPLOY / "prometheus"
+
+
+def promtool(*args: str) -> None:
+    if PROMTOOL is None:
+        if os.environ.get("CI"):
+            pytest.fail("promtool is missing: .ci/run installs it (apt prometheus)")
+        pytest.skip("promtool is not installed (apt-get install prometheus)")
+    run = subprocess.run(
+        [PROMTOOL, *args], cwd=PROMETHEUS, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, f"promtool {' '.join(args)}:\n{run.stdout}\n{run.stderr}"
+
+
+def test_promtool_accepts_the_scrape_configuration():
+    promtool("check", "config", "prometheus.yml")
+
+
+def test_promtool_accepts_the_alert_rules():
+    promtool("check", "rules", "llmqueue-alerts.yml")
+
+
+def test_every_alert_fires_and_stays_quiet_in_the_rule_unit_tests():
+    promtool("test", "rules", "llmqueue-alerts.test.yml")
+    alerts = yaml.safe_load((PROMETHEUS / "llmqueue-alerts.yml").read_text())
+    names = {rule["alert"] for group in alerts["groups"] for rule in group["rules"]}
+    cases = yaml.safe_load((PROMETHEUS / "llmqueue-alerts.test.yml").read_text())["tests"]
+    fired: set[str] = set()
+    quiet: set[str] = set()
+    for case in cases:
+        for check in case["alert_rule_test"]:
+            (fired if check["exp_alerts"] else quiet).add(check["alertname"])
+    assert names == fired == quiet, (names - fired, names - quiet)

@@ -136,16 +136,44 @@ def test_exposition_parses_and_holds_both_kinds(client):
 
 def test_an_empty_file_of_a_killed_process_does_not_break_the_scrape():
     # A process killed between creating its file and sizing it leaves it empty for good
-    # (prometheus/client_python#1199); the other processes' counts are still served.
+    # (prometheus/client_python#1199); the other processes' counts are still served, and the
+    # file, whose pid is gone, is compacted away.
     path = os.path.join(metrics.multiprocess_dir(), "counter_999999999.db")
     open(path, "wb").close()
-    try:
-        make_endpoint()
-        with transaction.atomic():
-            job_submit(owner=make_user(), spec=chat_spec())
-        families = {
-            f.name: f for f in text_string_to_metric_families(metrics.exposition().decode())
-        }
-        assert "llmqueue_jobs_submitted" in families
-    finally:
-        os.remove(path)
+    make_endpoint()
+    with transaction.atomic():
+        job_submit(owner=make_user(), spec=chat_spec())
+    families = {f.name: f for f in text_string_to_metric_families(metrics.exposition().decode())}
+    assert "llmqueue_jobs_submitted" in families
+    assert not os.path.exists(path)
+
+
+def test_tokens_count_by_endpoint_model_and_kind_from_successful_answers(
+    user, django_capture_on_commit_callbacks
+):
+    ep = make_endpoint(name="tok-ep")
+    jobs = [job_submit(owner=user, spec=chat_spec())[0] for _ in range(4)]
+    claims = {c.job_id: c for c in claim()}
+    first, second, rejected, silent = (claims[j.pk] for j in jobs)
+
+    def tokens(kind: str) -> float:
+        return value(metrics.TOKENS, ep.name, "echo", kind)
+
+    before = {"prompt": tokens("prompt"), "completion": tokens("completion")}
+    usage = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        jobs_record(
+            [
+                result(first, body={"usage": usage}),
+                # an embedding's usage has no completion
+                result(second, body={"usage": {"prompt_tokens": 5, "total_tokens": 5}}),
+                # a rejected call's body says nothing we count, whatever it holds
+                result(rejected, Outcome.REJECTED, http_status=400, body={"usage": usage}),
+                # an upstream that reports no usage counts nothing rather than a guess
+                result(silent, body={"choices": []}),
+            ]
+        )
+    assert tokens("prompt") - before["prompt"] == 12
+    assert tokens("completion") - before["completion"] == 3
+    text = metrics.exposition().decode()
+    assert 'llmqueue_tokens_total{endpoint="tok-ep",kind="prompt",model="echo"}' in text

@@ -255,6 +255,7 @@ def jobs_record(results: Sequence[AttemptResult]) -> None:
         [r.call for r in results],
         waits=[r.claim.waited_s for r in results if r.claim.job_id in finished],
         finished=finished.values(),
+        models=[r.claim.model for r in results],
     )
 
 

@@ -143,6 +143,31 @@ def drain() -> str:
     return f"handled {handled} calls"
 
 
+def _log_attempt(result: AttemptResult) -> None:
+    """One line per call, its job, endpoint and outcome as fields (``LOG_FORMAT=json``): a
+    success at DEBUG (a busy fleet makes thousands a second), a retry or rejection at INFO.
+    Never the request's headers, so never the endpoint's key."""
+    claim, call = result.claim, result.call
+    log.log(
+        logging.DEBUG if call.outcome == Outcome.SUCCESS else logging.INFO,
+        "job %s attempt %d on %s: %s%s",
+        claim.job_id,
+        claim.attempt,
+        claim.target.name,
+        call.outcome,
+        f" ({call.error})" if call.error else "",
+        extra={
+            "job_id": claim.job_id,
+            "endpoint": claim.target.name,
+            "model": claim.model,
+            "outcome": str(call.outcome),
+            "attempt": claim.attempt,
+            "http_status": call.http_status,
+            "duration_ms": round(call.duration_ms, 1),
+        },
+    )
+
+
 def _db(fn: Any) -> Any:
     # All ORM work runs on one thread (thread_sensitive), in short functions with their own
     # transaction; the event loop never blocks on the database.
@@ -218,7 +243,11 @@ class Drainer:
             async with asyncio.timeout(claim.target.timeout_s + 5):
                 return AttemptResult(claim=claim, call=await self.upstream.call(request))
         except Exception as exc:  # a bug here must cost an attempt, never the job
-            log.exception("call for job %s failed inside the worker", claim.job_id)
+            log.exception(
+                "call for job %s failed inside the worker",
+                claim.job_id,
+                extra={"job_id": claim.job_id, "endpoint": claim.target.name, "outcome": "error"},
+            )
             failed = CallResult(
                 target=claim.target,
                 started_at=timezone.now(),
@@ -240,7 +269,9 @@ class Drainer:
         self.inflight.pop(task, None)
         if task.cancelled():  # stopping: these are given back to the queue
             return
-        self.finished.append(task.result())
+        result = task.result()
+        self.finished.append(result)
+        _log_attempt(result)
         self._start_calls()
         self.wakeup.set()
 

@@ -227,3 +227,23 @@ def test_a_worker_only_host_serves_its_counters(tmp_path):
     families = {f.name for f in text_string_to_metric_families(text)}
     assert "llmqueue_jobs_finished" in families  # read from this test process's file
     assert "llmqueue_queue_depth" not in families  # state is the web hosts' to report
+
+
+def _heartbeat_age(client: Any) -> float:
+    text = client.get("/metrics").content.decode()
+    (family,) = [
+        f
+        for f in text_string_to_metric_families(text)
+        if f.name == "llmqueue_cluster_heartbeat_age_seconds"
+    ]
+    return family.samples[0].value
+
+
+@pytest.mark.django_db
+def test_metrics_report_the_age_of_the_freshest_cluster_heartbeat(client):
+    assert _heartbeat_age(client) == float("inf")  # no qcluster ever ran: the oldest age
+    old = timezone.now() - timedelta(seconds=600)
+    DrainSlot.objects.create(host="a", number=0, owner="1-a-x", heartbeat_at=old)
+    assert 600 <= _heartbeat_age(client) < 700
+    DrainSlot.objects.create(host="b", number=0, owner="2-b-x", heartbeat_at=timezone.now())
+    assert 0 <= _heartbeat_age(client) < 60  # the freshest beat of the fleet counts

@@ -31,8 +31,8 @@ class Command(BaseCommand):
         if not 1 <= port <= 65535:
             raise CommandError(f"--port: {port} is not a TCP port")
         manage = [sys.executable, sys.argv[0]]
-        # This host's services start here: an earlier run's metric files would be added to
-        # the new counts (llmqueue.metrics), so the multiprocess directory starts empty.
+        # This host's services start here: the deployment's multiprocess directory (one per
+        # database, project/prometheus_dir.py) starts empty, so the counts start at zero.
         metrics.multiprocess_dir_reset()
         # Each child leads its own process group, so that a stop reaches every process in it
         # (the cluster's workers included), each by the signal that stops it cleanly: SIGINT
