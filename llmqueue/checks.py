@@ -127,6 +127,13 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         "LLMQUEUE KEY_FAILURES_PER_WINDOW and KEY_FAILURE_WINDOW_S must be at least 1.",
         "Use 20 wrong keys per 300 seconds.",
     )
+    need(
+        1 <= values["EMBED_BATCH_MAX"] <= 2048 and 0 <= values["EMBED_BATCH_WAIT_MS"] <= 10000,
+        "E020",
+        "LLMQUEUE EMBED_BATCH_MAX must be 1-2048 and EMBED_BATCH_WAIT_MS 0-10000.",
+        "Use 64 and 20 (2048 inputs is OpenAI's limit per call); EMBED_BATCHING=false turns "
+        "merging off.",
+    )
     return errors
 
 

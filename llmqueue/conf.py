@@ -122,6 +122,13 @@ class Defaults:
     #: each process's in-memory level: entries and bytes
     CACHE_L1_MAX_ENTRIES: int = 1000
     CACHE_L1_MAX_BYTES: int = 64 * 1024 * 1024
+    #: micro-batching (llmqueue.worker.batching): embedding jobs with the same endpoint, model
+    #: and parameters, each with one input, go to the endpoint together as one call of up to
+    #: EMBED_BATCH_MAX inputs, after at most EMBED_BATCH_WAIT_MS for the batch to fill.
+    #: EMBED_BATCHING=false or EMBED_BATCH_MAX=1 turns it off (one call per job)
+    EMBED_BATCHING: bool = True
+    EMBED_BATCH_MAX: int = 64
+    EMBED_BATCH_WAIT_MS: float = 20.0
     #: serve the built-in OpenAI-compatible echo under /demo/v1 (make run turns it on)
     DEMO_ENDPOINT: bool = False
     #: Fernet keys for secrets at rest (endpoint API keys), comma separated: the first

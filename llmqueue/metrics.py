@@ -102,6 +102,14 @@ TOKENS = Counter(
 )
 #: the usage fields of an OpenAI-compatible answer, by the kind they count
 TOKEN_KINDS = (("prompt", "prompt_tokens"), ("completion", "completion_tokens"))
+#: inputs per merged embeddings call: 1 to OpenAI's 2048
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+EMBED_BATCH_SIZE = Histogram(
+    "llmqueue_embed_batch_size",
+    "Inputs per upstream embeddings call made by micro-batching (llmqueue.worker.batching), "
+    "bisected re-sends of a rejected call included.",
+    buckets=BATCH_BUCKETS,
+)
 UPSTREAM_RATE_LIMITED = Counter(
     "llmqueue_upstream_rate_limited",
     "Upstream answers 429 (the endpoint asked us to slow down), by endpoint.",
@@ -197,6 +205,12 @@ def attempts_lost(endpoints: Iterable[str]) -> None:
     tally = Tally(endpoints)
     if tally:
         _after_commit(lambda: _inc_each(ATTEMPTS, tally, "lost"))
+
+
+def embed_batch(size: int) -> None:
+    """Count one merged embeddings call of ``size`` inputs. At call time, not after a commit:
+    the call happened whatever the drain's next step does with its results."""
+    EMBED_BATCH_SIZE.observe(size)
 
 
 def rate_limit_wait(*, scope: str, n: int = 1) -> None:

@@ -41,6 +41,10 @@ def chat_spec(text: str | None = None, *, priority: int = 5, **kw: Any) -> JobSp
     return JobSpec(kind="chat", payload=chat_payload(text), priority=priority, **kw)
 
 
+def embedding_spec(text: str, *, model: str = "echo", **kw: Any) -> JobSpec:
+    return JobSpec(kind="embedding", payload={"model": model, "input": text}, **kw)
+
+
 def attempt(
     claim: Claim,
     *,

@@ -68,6 +68,7 @@ def echo_answer(kind: str, body: dict[str, Any]) -> dict[str, Any]:
         }
     inputs = body.get("input", "")
     items = inputs if isinstance(inputs, list) else [inputs]
+    tokens = sum(len(str(t).split()) for t in items)
     return {
         "object": "list",
         "model": model,
@@ -75,7 +76,8 @@ def echo_answer(kind: str, body: dict[str, Any]) -> dict[str, Any]:
             {"object": "embedding", "index": i, "embedding": _vector(str(t))}
             for i, t in enumerate(items)
         ],
-        "usage": {"prompt_tokens": sum(len(str(t).split()) for t in items), "total_tokens": 0},
+        # as OpenAI's: an embedding's tokens are all prompt tokens
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
 
 

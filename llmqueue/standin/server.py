@@ -6,13 +6,22 @@ It answers like ``llmqueue.standin.echo``, after a configurable latency, and can
 
     POST /v1/chat/completions | /v1/completions | /v1/embeddings   echo answer
     GET  /v1/models                                                 the models it serves
-    POST /control   {"latency_ms": 100, "status": 503, "retry_after": "2", "fail_next": 3,
-                     "models_status": 503}
-    GET  /log       every call so far: [[time, path, status, model], ...]
+    POST /control   {"latency_ms": 100, "latency_per_input_ms": 0.2, "status": 503,
+                     "retry_after": "2", "fail_next": 3, "models_status": 503}
+    GET  /log       every call so far: [[time, path, status, model, inputs], ...]
     POST /reset     clears the log and every failure setting
 
 ``status`` makes every call answer that status (with an OpenAI-shaped error body);
 ``fail_next`` fails only the next N calls; ``models_status`` fails the health route.
+A call takes ``latency_ms`` plus ``latency_per_input_ms`` for each of its inputs (an embedding
+call's ``input`` list; every other call has one), as a batching server's would.
+
+Embeddings answer one deterministic vector per input text (``echo``), so a merged call's
+answers can be checked input by input. An embedding call any of whose inputs contains
+``POISON`` is rejected whole with a 400 naming that input's index, as a server rejects a
+request with one bad input (too long, say): the way to test that one bad job among merged
+ones fails alone.
+
 Runs in its own process, so that its CPU is not the worker's.
 """
 
@@ -29,15 +38,27 @@ from aiohttp import web
 from llmqueue.calls.paths import KIND_PATHS, V1
 from llmqueue.standin.echo import ECHO_MODEL, echo_answer, models_answer
 
+#: an embedding input containing this is rejected with a 400 (see the module docstring)
+POISON = "POISON"
+
 #: OpenAI's path -> the kind it answers (``llmqueue.calls.paths``, with the /v1 prefix)
 ROUTES = {V1 + path: kind for kind, path in KIND_PATHS.items()}
 
 
 class StandIn:
-    def __init__(self, *, latency_ms: float = 0.0, models: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        latency_ms: float = 0.0,
+        latency_per_input_ms: float = 0.0,
+        models: list[str] | None = None,
+    ) -> None:
         self.models = models or [ECHO_MODEL]
-        self.settings: dict[str, Any] = {"latency_ms": latency_ms}
-        self.base_latency = latency_ms
+        self.base_settings = {
+            "latency_ms": latency_ms,
+            "latency_per_input_ms": latency_per_input_ms,
+        }
+        self.settings: dict[str, Any] = dict(self.base_settings)
         self.log: list[list[Any]] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -58,18 +79,27 @@ class StandIn:
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             body = await request.json()
-            delay = float(self.settings.get("latency_ms", 0)) / 1000
+            inputs = body.get("input") if kind == "embedding" else None
+            n = len(inputs) if isinstance(inputs, list) else 1
+            s = self.settings
+            delay = float(s.get("latency_ms", 0)) + float(s.get("latency_per_input_ms", 0)) * n
             if delay:
-                await asyncio.sleep(delay)
+                await asyncio.sleep(delay / 1000)
             failure = self._failure()
+            message = self.settings.get("message")
+            if failure is None and kind == "embedding":
+                items = inputs if isinstance(inputs, list) else [inputs]
+                bad = [i for i, t in enumerate(items) if POISON in str(t)]
+                if bad:
+                    failure, message = (400, {}), f"input {bad[0]} is poisoned"
             if failure is not None:
                 status, headers = failure
-                self.log.append([time.time(), request.path, status, body.get("model")])
-                message = self.settings.get("message") or f"stand-in says {status}"
+                self.log.append([time.time(), request.path, status, body.get("model"), n])
+                message = message or f"stand-in says {status}"
                 return web.json_response(
                     {"error": {"message": message, "code": status}}, status=status, headers=headers
                 )
-            self.log.append([time.time(), request.path, 200, body.get("model")])
+            self.log.append([time.time(), request.path, 200, body.get("model"), n])
             return web.json_response(echo_answer(kind, body))
         finally:
             self.in_flight -= 1
@@ -85,7 +115,7 @@ class StandIn:
         return web.json_response(self.settings)
 
     async def reset(self, request: web.Request) -> web.Response:
-        self.settings = {"latency_ms": self.base_latency}
+        self.settings = dict(self.base_settings)
         self.log.clear()
         self.max_in_flight = 0
         return web.json_response({"ok": True})
@@ -112,9 +142,14 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9001)
     parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--latency-per-input-ms", type=float, default=0.0)
     parser.add_argument("--models", default=ECHO_MODEL, help="comma separated")
     args = parser.parse_args()
-    standin = StandIn(latency_ms=args.latency_ms, models=args.models.split(","))
+    standin = StandIn(
+        latency_ms=args.latency_ms,
+        latency_per_input_ms=args.latency_per_input_ms,
+        models=args.models.split(","),
+    )
     web.run_app(
         standin.app(), host=args.host, port=args.port, print=None, access_log=None, backlog=1024
     )

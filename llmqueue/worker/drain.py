@@ -52,6 +52,7 @@ from llmqueue.jobs import (
 )
 from llmqueue.limits.ledger import buckets_reconcile
 from llmqueue.models import DrainSlot, Outcome
+from llmqueue.worker.batching import Batcher, batch_key, batching_enabled
 from llmqueue.worker.health import health_wake
 from llmqueue.worker.scheduler import jobs_schedule
 from llmqueue.worker.slots import (
@@ -201,6 +202,15 @@ class Drainer:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.upstream: Upstream | None = None
         self.spreading: asyncio.Task[None] | None = None
+        # Embedding jobs with one input each go to the batcher, which merges them into
+        # calls (llmqueue.worker.batching); each still takes one of the places above.
+        self.batcher: Batcher | None = None
+        if batching_enabled():
+            self.batcher = Batcher(
+                send=self._send,
+                max_size=int(conf.EMBED_BATCH_MAX),
+                wait_s=float(conf.EMBED_BATCH_WAIT_MS) / 1000,
+            )
 
     def stop_threadsafe(self, signum: int) -> None:
         """Stop claiming; let calls in flight finish for STOP_GRACE_S, then requeue the rest."""
@@ -236,26 +246,33 @@ class Drainer:
 
     # -- calls --
 
-    async def _call(self, claim: Claim) -> AttemptResult:
+    async def _send(self, request: CallRequest, claim: Claim | None = None) -> CallResult:
+        """One upstream call (for ``claim``, or for a merged batch); never raises."""
         assert self.upstream is not None
-        request = CallRequest(kind=claim.kind, payload=claim.payload, target=claim.target)
         try:
-            async with asyncio.timeout(claim.target.timeout_s + 5):
-                return AttemptResult(claim=claim, call=await self.upstream.call(request))
+            async with asyncio.timeout(request.target.timeout_s + 5):
+                return await self.upstream.call(request)
         except Exception as exc:  # a bug here must cost an attempt, never the job
+            job_id = claim.job_id if claim is not None else None
             log.exception(
-                "call for job %s failed inside the worker",
-                claim.job_id,
-                extra={"job_id": claim.job_id, "endpoint": claim.target.name, "outcome": "error"},
+                "a call to %s (job %s) failed inside the worker",
+                request.target.name,
+                job_id,
+                extra={"job_id": job_id, "endpoint": request.target.name, "outcome": "error"},
             )
-            failed = CallResult(
-                target=claim.target,
+            return CallResult(
+                target=request.target,
                 started_at=timezone.now(),
                 duration_ms=0.0,
                 outcome=Outcome.RETRY,
                 error=f"worker error: {type(exc).__name__}: {exc}"[:2000],
             )
-            return AttemptResult(claim=claim, call=failed)
+
+    async def _call(self, claim: Claim) -> AttemptResult:
+        if self.batcher is not None and (key := batch_key(claim)) is not None:
+            return await self.batcher.submit(claim, key)
+        request = CallRequest(kind=claim.kind, payload=claim.payload, target=claim.target)
+        return AttemptResult(claim=claim, call=await self._send(request, claim))
 
     def _start_calls(self) -> None:
         assert self.loop is not None
@@ -264,6 +281,15 @@ class Drainer:
             task = self.loop.create_task(self._call(claim))
             self.inflight[task] = claim
             task.add_done_callback(self._done)
+        if self.batcher is not None and len(self.inflight) >= self.concurrency:
+            # Once the tasks just created have reached the batcher: if every place is taken by
+            # a job waiting in it, no call is out to free one, so nothing can join them.
+            self.loop.call_soon(self._flush_if_stuck)
+
+    def _flush_if_stuck(self) -> None:
+        stuck = len(self.inflight) >= self.concurrency
+        if self.batcher is not None and stuck and self.batcher.waiting >= len(self.inflight):
+            self.batcher.flush()
 
     def _done(self, task: asyncio.Task[AttemptResult]) -> None:
         self.inflight.pop(task, None)
