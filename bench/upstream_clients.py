@@ -67,7 +67,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def standin_process(*, latency_ms: float, ready_s: float = 15.0) -> Iterator[StandIn]:
+def standin_process(
+    *, latency_ms: float, latency_per_input_ms: float = 0.0, ready_s: float = 15.0
+) -> Iterator[StandIn]:
     """Run the stand-in endpoint in a subprocess; yields its base URL and pid."""
     port = free_port()
     proc = subprocess.Popen(
@@ -79,6 +81,8 @@ def standin_process(*, latency_ms: float, ready_s: float = 15.0) -> Iterator[Sta
             str(port),
             "--latency-ms",
             f"{latency_ms:g}",
+            "--latency-per-input-ms",
+            f"{latency_per_input_ms:g}",
         ],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
