@@ -199,6 +199,16 @@ class Batcher:
         """Claims collected but not sent yet."""
         return sum(len(g) for g in self._groups.values())
 
+    @property
+    def sending(self) -> int:
+        """Merged calls out (with their bisection's re-sends)."""
+        return len(self._tasks)
+
+    @property
+    def places(self) -> int:
+        """The drain's places this takes: a merged call out, or a batch filling, is one."""
+        return len(self._groups) + len(self._tasks)
+
     def submit(self, claim: Claim, key: Hashable) -> asyncio.Future[AttemptResult]:
         loop = asyncio.get_running_loop()
         waiting = _Waiting(claim, loop.create_future())
@@ -228,21 +238,27 @@ class Batcher:
     async def _run(self, group: list[_Waiting]) -> None:
         try:
             budget = BISECT_DEPTH_FACTOR * math.ceil(math.log2(len(group))) if len(group) > 1 else 0
-            await self._send(group, [budget])
+            answers = await self._send(group, [budget])
         except Exception as exc:  # a bug here must cost an attempt, never the jobs
             log.exception("a merged call of %d jobs failed inside the worker", len(group))
-            for w in group:
-                if not w.future.done():
-                    failed = CallResult(
-                        target=w.claim.target,
-                        started_at=timezone.now(),
-                        duration_ms=0.0,
-                        outcome=Outcome.RETRY,
-                        error=f"worker error: {type(exc).__name__}: {exc}"[:2000],
-                    )
-                    w.future.set_result(AttemptResult(claim=w.claim, call=failed))
+            failed = CallResult(
+                target=group[0].claim.target,
+                started_at=timezone.now(),
+                duration_ms=0.0,
+                outcome=Outcome.RETRY,
+                error=f"worker error: {type(exc).__name__}: {exc}"[:2000],
+            )
+            answers = [(w, failed) for w in group]
+        # This call's place is free before its jobs are done: the drain, told that they
+        # are, starts the next calls at once.
+        self._tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
+        for w, result in answers:
+            if not w.future.done():
+                w.future.set_result(AttemptResult(claim=w.claim, call=result))
 
-    async def _send(self, group: list[_Waiting], budget: list[int]) -> None:
+    async def _send(
+        self, group: list[_Waiting], budget: list[int]
+    ) -> list[tuple[_Waiting, CallResult]]:
         """One call for ``group``; a rejected one is sent again in halves while ``budget``
         (extra calls, shared by the whole bisection) lasts."""
         metrics.embed_batch(len(group))
@@ -251,10 +267,10 @@ class Batcher:
             if budget[0] >= 2:
                 budget[0] -= 2
                 half = len(group) // 2
-                await asyncio.gather(
+                left, right = await asyncio.gather(
                     self._send(group[:half], budget), self._send(group[half:], budget)
                 )
-                return
+                return left + right
             # Out of budget: the bad input is in here somewhere, but these jobs are not known
             # to be at fault. They retry (next time with other neighbours).
             call = dataclasses.replace(
@@ -262,6 +278,4 @@ class Batcher:
                 outcome=Outcome.RETRY,
                 error=f"merged call rejected, not split further: {call.error}"[:2000],
             )
-        for w, result in zip(group, split_result(call, [w.weight for w in group]), strict=True):
-            if not w.future.done():
-                w.future.set_result(AttemptResult(claim=w.claim, call=result))
+        return list(zip(group, split_result(call, [w.weight for w in group]), strict=True))

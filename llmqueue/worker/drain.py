@@ -194,7 +194,8 @@ class Drainer:
         # A heap by queue order: a job claimed later but more urgent (or another owner's turn)
         # starts before the reserved ones it outranks.
         self.reserve: list[tuple[tuple[int, int, int], Claim]] = []
-        self.inflight: dict[asyncio.Task[AttemptResult], Claim] = {}
+        #: the calls' tasks, and the batcher's futures of the claims it merges
+        self.inflight: dict[asyncio.Future[AttemptResult], Claim] = {}
         self.finished: list[AttemptResult] = []
         self.wakeup = asyncio.Event()
         self.handled = 0
@@ -202,9 +203,10 @@ class Drainer:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.upstream: Upstream | None = None
         self.spreading: asyncio.Task[None] | None = None
-        # Embedding jobs with one input each go to the batcher, which merges them into
-        # calls (llmqueue.worker.batching); each still takes one of the places above.
+        # Embedding jobs with one input each go to the batcher, which merges them into calls
+        # (llmqueue.worker.batching): a merged call takes one of the places, as one call.
         self.batcher: Batcher | None = None
+        self.batched: set[asyncio.Future[AttemptResult]] = set()
         if batching_enabled():
             self.batcher = Batcher(
                 send=self._send,
@@ -269,30 +271,38 @@ class Drainer:
             )
 
     async def _call(self, claim: Claim) -> AttemptResult:
-        if self.batcher is not None and (key := batch_key(claim)) is not None:
-            return await self.batcher.submit(claim, key)
         request = CallRequest(kind=claim.kind, payload=claim.payload, target=claim.target)
         return AttemptResult(claim=claim, call=await self._send(request, claim))
 
+    def _places(self) -> int:
+        """Places taken: calls in flight, a merged call (or a batch still filling) as one."""
+        if self.batcher is None:
+            return len(self.inflight)
+        return len(self.inflight) - len(self.batched) + self.batcher.places
+
     def _start_calls(self) -> None:
         assert self.loop is not None
-        while self.reserve and len(self.inflight) < self.concurrency and not self.stopping:
+        while self.reserve and self._places() < self.concurrency and not self.stopping:
             _, claim = heapq.heappop(self.reserve)
-            task = self.loop.create_task(self._call(claim))
-            self.inflight[task] = claim
-            task.add_done_callback(self._done)
-        if self.batcher is not None and len(self.inflight) >= self.concurrency:
-            # Once the tasks just created have reached the batcher: if every place is taken by
-            # a job waiting in it, no call is out to free one, so nothing can join them.
-            self.loop.call_soon(self._flush_if_stuck)
+            key = batch_key(claim) if self.batcher is not None else None
+            call: asyncio.Future[AttemptResult]
+            if self.batcher is not None and key is not None:
+                call = self.batcher.submit(claim, key)
+                self.batched.add(call)
+            else:
+                call = self.loop.create_task(self._call(claim))
+            self.inflight[call] = claim
+            call.add_done_callback(self._done)
+        # Every place taken, all by batches still filling: no call is out to end and free a
+        # place, so nothing could join them, and waiting would only delay them.
+        b = self.batcher
+        full = self._places() >= self.concurrency
+        if b is not None and full and not b.sending and len(self.inflight) == len(self.batched):
+            b.flush()
 
-    def _flush_if_stuck(self) -> None:
-        stuck = len(self.inflight) >= self.concurrency
-        if self.batcher is not None and stuck and self.batcher.waiting >= len(self.inflight):
-            self.batcher.flush()
-
-    def _done(self, task: asyncio.Task[AttemptResult]) -> None:
+    def _done(self, task: asyncio.Future[AttemptResult]) -> None:
         self.inflight.pop(task, None)
+        self.batched.discard(task)
         if task.cancelled():  # stopping: these are given back to the queue
             return
         result = task.result()
@@ -319,7 +329,7 @@ class Drainer:
                 want = 0
                 if not closing:
                     want = self.concurrency + self.reserve_size
-                    want -= len(self.inflight) + len(self.reserve)
+                    want -= self._places() + len(self.reserve)
                 results, self.finished = self.finished, []
                 claims: list[Claim] = []
                 # An idle poll asks first, read-only, whether anything is due at all: on
