@@ -338,4 +338,4 @@ def test_a_setting_turns_merging_off(settings: Any) -> None:
 )
 def test_settings_that_cannot_work_are_named(settings: Any, values: dict[str, Any]) -> None:
     settings.LLMQUEUE = values
-    assert [e.id for e in check_settings()] == ["llmqueue.E014"]
+    assert [e.id for e in check_settings()] == ["llmqueue.E020"]
