@@ -53,9 +53,11 @@ from bench.upstream_clients import standin_process  # noqa: E402
 MODES = {"merged": "true", "alone": "false"}
 
 
-def standin_log(base_url: str) -> list[list[Any]]:
+def standin_log(base_url: str) -> list[int]:
+    """The inputs of each embeddings call the stand-in answered so far."""
     with urllib.request.urlopen(base_url.removesuffix("/v1") + "/log", timeout=10) as r:
-        return [c for c in json.loads(r.read())["calls"] if c[1] == "/v1/embeddings"]
+        log = json.loads(r.read())
+    return [n for c, n in zip(log["calls"], log["inputs"], strict=True) if c[1] == "/v1/embeddings"]
 
 
 def submit_embeddings(client: Any, jobs: int, *, tag: str) -> None:
@@ -96,7 +98,7 @@ def run_mode(args: argparse.Namespace, tmp: Path, mode: str, base_url: str) -> d
     finally:
         stop_cluster(cluster, tree)
     elapsed = (t1 - t0).total_seconds()
-    inputs = sum(c[4] for c in calls)
+    inputs = sum(calls)
     return {
         "succeeded": counts.get(Status.SUCCEEDED, 0),
         "dead": counts.get(Status.DEAD, 0),
@@ -104,7 +106,7 @@ def run_mode(args: argparse.Namespace, tmp: Path, mode: str, base_url: str) -> d
         "jobs_per_s": round(args.jobs / elapsed, 1),
         "upstream_calls": len(calls),
         "inputs_per_call": round(inputs / max(1, len(calls)), 1),
-        "largest_call": max((c[4] for c in calls), default=0),
+        "largest_call": max(calls, default=0),
         "worker_cpu_ms_per_job": round(cpu_s * 1000 / args.jobs, 3),
     }
 

@@ -8,7 +8,8 @@ It answers like ``llmqueue.standin.echo``, after a configurable latency, and can
     GET  /v1/models                                                 the models it serves
     POST /control   {"latency_ms": 100, "latency_per_input_ms": 0.2, "status": 503,
                      "retry_after": "2", "fail_next": 3, "models_status": 503}
-    GET  /log       every call so far: [[time, path, status, model, inputs], ...]
+    GET  /log       every call so far: {"calls": [[time, path, status, model], ...],
+                    "inputs": [inputs of each call, ...], "max_in_flight": n}
     POST /reset     clears the log and every failure setting
 
 ``status`` makes every call answer that status (with an OpenAI-shaped error body);
@@ -60,6 +61,7 @@ class StandIn:
         }
         self.settings: dict[str, Any] = dict(self.base_settings)
         self.log: list[list[Any]] = []
+        self.inputs: list[int] = []  # beside the log: each call's number of inputs
         self.in_flight = 0
         self.max_in_flight = 0
 
@@ -94,12 +96,14 @@ class StandIn:
                     failure, message = (400, {}), f"input {bad[0]} is poisoned"
             if failure is not None:
                 status, headers = failure
-                self.log.append([time.time(), request.path, status, body.get("model"), n])
+                self.log.append([time.time(), request.path, status, body.get("model")])
+                self.inputs.append(n)
                 message = message or f"stand-in says {status}"
                 return web.json_response(
                     {"error": {"message": message, "code": status}}, status=status, headers=headers
                 )
-            self.log.append([time.time(), request.path, 200, body.get("model"), n])
+            self.log.append([time.time(), request.path, 200, body.get("model")])
+            self.inputs.append(n)
             return web.json_response(echo_answer(kind, body))
         finally:
             self.in_flight -= 1
@@ -117,12 +121,15 @@ class StandIn:
     async def reset(self, request: web.Request) -> web.Response:
         self.settings = dict(self.base_settings)
         self.log.clear()
+        self.inputs.clear()
         self.max_in_flight = 0
         return web.json_response({"ok": True})
 
     async def get_log(self, request: web.Request) -> web.Response:
         return web.Response(
-            text=json.dumps({"calls": self.log, "max_in_flight": self.max_in_flight}),
+            text=json.dumps(
+                {"calls": self.log, "inputs": self.inputs, "max_in_flight": self.max_in_flight}
+            ),
             content_type="application/json",
         )
 
