@@ -94,7 +94,13 @@ class StandIn:
 
     async def get_log(self, request: web.Request) -> web.Response:
         return web.Response(
-            text=json.dumps({"calls": self.log, "max_in_flight": self.max_in_flight}),
+            text=json.dumps(
+                {
+                    "calls": self.log,
+                    "max_in_flight": self.max_in_flight,
+                    "in_flight": self.in_flight,
+                }
+            ),
             content_type="application/json",
         )
 

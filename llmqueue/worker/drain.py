@@ -24,7 +24,6 @@ import contextlib
 import heapq
 import logging
 import secrets
-import socket
 from datetime import timedelta
 from typing import Any
 
@@ -54,6 +53,7 @@ from llmqueue.limits.ledger import buckets_reconcile
 from llmqueue.models import DrainSlot, Outcome
 from llmqueue.worker.health import health_wake
 from llmqueue.worker.slots import (
+    host_name,
     slot_acquire,
     slot_beat,
     slot_hosts,
@@ -130,7 +130,7 @@ def drain() -> str:
     """django-q2 entry point: run a drain on this worker if a slot is free."""
     owner = slot_owner()
     close_old_connections()
-    slot = slot_acquire(host=socket.gethostname(), count=conf.DRAINS_PER_HOST, owner=owner)
+    slot = slot_acquire(host=host_name(), count=conf.DRAINS_PER_HOST, owner=owner)
     if slot is None:
         return "no free slot"
     drainer = Drainer(slot=slot)
@@ -319,8 +319,18 @@ class Drainer:
 
     async def _settle(self, *, hand_over: bool) -> None:
         """Finish in-flight calls (for STOP_GRACE_S), give back the rest, record, leave."""
-        if self.inflight:
-            await asyncio.wait(list(self.inflight), timeout=conf.STOP_GRACE_S)
+        assert self.loop is not None
+        grace_end = self.loop.time() + conf.STOP_GRACE_S
+        while self.inflight and (left := grace_end - self.loop.time()) > 0:
+            await asyncio.wait(list(self.inflight), timeout=min(left, conf.HEARTBEAT_S))
+            if self.inflight:
+                # Still beating: a settling drain must not look dead to the others, who would
+                # give its claims back to the queue while its calls still run.
+                held = [*self.inflight.values(), *(c for _, c in self.reserve)]
+                try:
+                    await _db(self._beat)([c.token for c in held])
+                except Exception:  # the give-back below matters more than a beat
+                    log.exception("drain %s could not beat while settling", self.slot.owner)
         given_back = [*self.inflight.values(), *(c for _, c in self.reserve)]
         self.reserve.clear()
         for task in list(self.inflight):

@@ -3,7 +3,6 @@ starting worker makes its TLS context and wakes a drain and the health checker."
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 from django.db.models.signals import post_migrate
@@ -16,7 +15,7 @@ from llmqueue.conf import conf
 from llmqueue.jobs.transitions import jobs_due
 from llmqueue.worker.drain import HOUSEKEEPING_TASK, drain_wake
 from llmqueue.worker.health import health_wake
-from llmqueue.worker.slots import slots_register
+from llmqueue.worker.slots import host_name, slots_register
 
 
 @receiver(post_migrate)
@@ -42,7 +41,7 @@ def wake_on_worker_start(sender: Any, proc_name: str = "", **kwargs: Any) -> Non
     # Made now, not by the first call of a drain that has work waiting (~46 ms of CPU).
     tls_context()
     # Known to the fleet from its first moment: full drains elsewhere then ask for help here.
-    slots_register(host=socket.gethostname(), count=conf.DRAINS_PER_HOST)
+    slots_register(host=host_name(), count=conf.DRAINS_PER_HOST)
     drain_wake()
     health_wake()
 

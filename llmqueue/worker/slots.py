@@ -11,12 +11,14 @@ of this very host that no longer runs (a crash: no need to wait for the heartbea
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import secrets
 import signal
 import socket
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
+from multiprocessing.synchronize import Event
 
 from django.utils import timezone
 
@@ -27,13 +29,38 @@ from llmqueue.models import DrainSlot
 HEALTH_HOST = "@health"
 
 
+#: set by ``llmqueue_worker`` when its cluster stops; its worker processes inherit it (fork)
+_cluster_stopping: Event | None = None
+
+
+def host_name() -> str:
+    """The host whose drain slots this process takes: ``HOST_NAME``, else the machine's."""
+    return conf.HOST_NAME or socket.gethostname()
+
+
 def slot_owner() -> str:
-    """A holder name for this process: its pid (for the crash check) and a random part."""
-    return f"{os.getpid()}-{socket.gethostname()}-{secrets.token_hex(4)}"
+    """A holder name for this process: its pid and machine (for the crash check: the machine
+    is the real one, whatever ``HOST_NAME`` says) and a random tag that prefixes its leases."""
+    return f"{os.getpid()}-{socket.gethostname()}-{secrets.token_hex(6)}"
+
+
+def owner_tag(owner: str) -> str:
+    """The random part of an owner: the prefix of every lease token its drain takes."""
+    return owner.rsplit("-", 1)[-1]
+
+
+def cluster_stopping() -> Event:
+    """The event a stopping cluster sets; made before the cluster forks its processes."""
+    global _cluster_stopping
+    if _cluster_stopping is None:
+        _cluster_stopping = multiprocessing.get_context("fork").Event()
+    return _cluster_stopping
 
 
 def _pid_dead(owner: str | None) -> bool:
-    """True when ``owner`` names a process of this host that no longer runs (or is a zombie)."""
+    """True when ``owner`` names a process of this machine that no longer runs (or is a
+    zombie). The machine is the real host name, not HOST_NAME: two named hosts on one machine
+    see each other's pids."""
     pid_text, _, rest = (owner or "").partition("-")
     host = rest.rsplit("-", 1)[0]
     if host != socket.gethostname() or not pid_text.isdigit():
@@ -112,10 +139,10 @@ def stop_on_signals(on_stop: Callable[[int], None]) -> Iterator[None]:
     """Run a long task that stops cleanly on SIGINT or SIGTERM, calling ``on_stop(signum)``.
 
     django-q2 runs a task in its worker's main thread, where SIGINT is ignored and SIGTERM
-    kills. Inside this block either one asks the task to stop instead. SIGINT to the
-    cluster's process group (Ctrl-C, `llmqueue_serve`, the tests) is the clean stop of
-    everything: the cluster stops, the tasks stop, the workers take their STOP pills. After a
-    SIGTERM (systemd signals the whole group) the worker still dies, once the task settled.
+    kills. Inside this block either one asks the task to stop instead. ``llmqueue_worker``
+    (``llmqueue.worker.supervise``) stops its cluster by SIGINT to every process of it, after
+    it set ``cluster_stopping()``, which a task that starts later sees here. After a SIGTERM
+    (systemd signals the whole group) the worker still dies, once the task settled.
     """
     got: list[int] = []
 
@@ -126,6 +153,10 @@ def stop_on_signals(on_stop: Callable[[int], None]) -> Iterator[None]:
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     for sig in previous:
         signal.signal(sig, handler)
+    # Looked at after the handlers are in: a cluster that began stopping before this task
+    # started sent its signal before we could catch it, and set the event first.
+    if _cluster_stopping is not None and _cluster_stopping.is_set():
+        on_stop(signal.SIGINT)
     try:
         yield
     finally:
