@@ -7,7 +7,7 @@ import dataclasses
 import datetime as dt
 import secrets
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 from django.db import connection, transaction
@@ -66,7 +66,15 @@ class AttemptResult:
     call: CallResult
 
 
-def jobs_claim(*, limit: int, lease_s: float | None = None) -> list[Claim]:
+def lease_token(holder: str = "") -> str:
+    """A claim's lease token: ``holder`` (a drain's tag, at most 16 characters) and random
+    characters, 32 in all. ``jobs_reap(holders=...)`` finds a dead drain's claims by it."""
+    if len(holder) > 16:
+        raise ValueError(f"holder: {holder!r} is longer than 16 characters")
+    return holder + secrets.token_hex(16)[: 32 - len(holder)]
+
+
+def jobs_claim(*, limit: int, lease_s: float | None = None, holder: str = "") -> list[Claim]:
     """queued -> running for up to ``limit`` due jobs: highest priority first, then owners in
     turn (``llmqueue.jobs.fairness``), then oldest.
 
@@ -75,6 +83,7 @@ def jobs_claim(*, limit: int, lease_s: float | None = None) -> list[Claim]:
     and they can pay their rate limits (``llmqueue.limits.ledger``). So a job never waits in a
     drain's hands while a later, more urgent one waits in the queue, and a job that cannot go
     waits in the queue without spending an attempt. Call inside ``transaction.atomic()``.
+    ``holder``: the claiming drain's tag, the prefix of the lease token (``lease_token``).
     """
     if limit <= 0:
         return []
@@ -133,7 +142,7 @@ def jobs_claim(*, limit: int, lease_s: float | None = None) -> list[Claim]:
     if not order:
         return []
     ledger.save()
-    token = secrets.token_hex(16)
+    token = lease_token(holder)
     expires = db_param(Job, "lease_expires_at", now + dt.timedelta(seconds=lease_s))
     started = db_param(Job, "started_at", now)
     claims: dict[int, Claim] = {}
@@ -394,11 +403,26 @@ def jobs_release(*, claims: Iterable[Claim]) -> int:
     return n
 
 
-def jobs_reap(*, limit: int = 500) -> int:
+def jobs_reap(*, limit: int = 500, holders: Collection[str] = ()) -> int:
     """running jobs whose lease expired (their worker died or stalled) -> queued, or dead if
-    that was their last attempt. The lost call is logged as an attempt. Returns how many."""
+    that was their last attempt. The lost call is logged as an attempt. Returns how many.
+
+    ``holders``: instead, the jobs claimed by these drains (lease tokens starting with their
+    tags), lease or no lease: drains known to be dead (``llmqueue.worker.slots``), whose
+    claims need not wait for their leases to lapse.
+    """
     now = timezone.now()
-    expired = may_start("reap") & Q(lease_expires_at__lt=now)
+    if holders:
+        held = Q(pk__in=[])
+        for tag in holders:
+            if not tag:
+                raise ValueError("holders: an empty tag would match every claim")
+            held |= Q(lease_token__startswith=tag)
+        expired = may_start("reap") & held
+        why = "its worker died mid-call (its process is gone)"
+    else:
+        expired = may_start("reap") & Q(lease_expires_at__lt=now)
+        why = "lease expired: the worker died or stalled mid-call"
     with transaction.atomic():
         followers_rescue(now=now)
         # In job_running's order: SQLite then walks that partial index (the running jobs),
@@ -421,7 +445,7 @@ def jobs_reap(*, limit: int = 500) -> int:
                 endpoint_name=names.get(endpoint_id, ""),
                 started_at=started_at or now,
                 outcome=Outcome.LOST,
-                error="lease expired: the worker died or stalled mid-call",
+                error=why,
             )
             for pk, attempts, _, endpoint_id, started_at, _ in rows
         )

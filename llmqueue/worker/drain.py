@@ -54,12 +54,14 @@ from llmqueue.models import DrainSlot, Outcome
 from llmqueue.worker.health import health_wake
 from llmqueue.worker.slots import (
     host_name,
+    owner_tag,
     slot_acquire,
     slot_beat,
     slot_hosts,
     slot_owner,
     slot_release,
     slots_live,
+    slots_reap_dead,
     stop_on_signals,
 )
 
@@ -73,6 +75,9 @@ HOUSEKEEPING_TASK = "llmqueue.worker.drain.housekeeping"
 #: reserve of one concurrency, a small user's 20 jobs waited for 220-300 of a big backlog's
 #: instead of 160-200 (tests/integration/test_limits.py), so both stay small
 COALESCE_S = 0.01
+#: how often a drain looks for dead drains whose claims to give back (a read of the slots,
+#: and a look in /proc for the pids of this machine)
+REAP_DEAD_S = 1.0
 
 
 def _enqueue_drain() -> None:
@@ -114,7 +119,7 @@ def housekeeping() -> dict[str, int]:
     """Every minute: requeue jobs whose worker died, start a drain if work waits unseen, and
     make sure the health checker runs."""
     health_wake()
-    reaped = jobs_reap()
+    reaped = slots_reap_dead() + jobs_reap()
     due = queue_next_due()
     woke = 0
     if due is not None and due <= timezone.now() + timedelta(seconds=60) and slots_live() == 0:
@@ -160,6 +165,8 @@ class Drainer:
 
     def __init__(self, *, slot: DrainSlot) -> None:
         self.slot = slot
+        # The prefix of this drain's lease tokens: others find its claims by it if it dies.
+        self.holder = owner_tag(slot.owner or "")
         self.concurrency = max(1, int(conf.DRAIN_CONCURRENCY))
         # Enough to feed the calls while a step runs; more would hold jobs out of fair turns
         # and priority order for longer, and start paid calls later (see COALESCE_S).
@@ -189,7 +196,7 @@ class Drainer:
             jobs_record(results)
             endpoints_learn(r.call for r in results)
             buckets_reconcile(attempt_usages(results))
-            return jobs_claim(limit=want)
+            return jobs_claim(limit=want, holder=self.holder)
 
     def _beat(self, tokens: list[str]) -> bool:
         """Renew the slot and our leases; False if the slot was taken from us."""
@@ -197,6 +204,13 @@ class Drainer:
         jobs_renew(tokens=tokens)
         jobs_reap()
         return kept
+
+    def _reap_dead(self) -> None:
+        try:
+            if reaped := slots_reap_dead():
+                log.warning("gave back %d claims of dead drains", reaped)
+        except Exception:  # a look for the dead; the next one, or the leases, follow
+            log.exception("could not look for dead drains")
 
     def _leave(self, *, hand_over: bool) -> None:
         slot_release(self.slot)
@@ -251,6 +265,7 @@ class Drainer:
         deadline = start + conf.DRAIN_MAX_SECONDS
         last_busy = start
         next_beat = start + conf.HEARTBEAT_S
+        next_reap = start
         next_spread = start
         drained = False  # the last claim found less than it asked for
         try:
@@ -290,6 +305,11 @@ class Drainer:
                         log.warning("drain %s lost its slot; stopping", self.slot.owner)
                         deadline = now
                     next_beat = now + conf.HEARTBEAT_S
+                if now >= next_reap:
+                    # A dead drain's claims hold its endpoints' capacity until given back:
+                    # looked for often, so that a crash costs the fleet seconds, not a lease.
+                    await _db(self._reap_dead)()
+                    next_reap = now + REAP_DEAD_S
                 if want and len(claims) == want and now >= next_spread:
                     # Full: likely more due work than this drain can hold. Ask for help off
                     # the step path (its own thread and connection).

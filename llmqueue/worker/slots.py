@@ -20,15 +20,20 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from multiprocessing.synchronize import Event
 
+from django.db import transaction
 from django.utils import timezone
 
 from llmqueue.conf import conf
+from llmqueue.jobs import jobs_reap
 from llmqueue.models import DrainSlot
 
 #: the health checker's slot: one for the whole fleet, whatever host holds it
 HEALTH_HOST = "@health"
 
 
+#: hex characters of an owner's tag (the lease tokens' prefix): 48 random bits, so that no two
+#: drains that ever ran share one
+TAG_LENGTH = 12
 #: set by ``llmqueue_worker`` when its cluster stops; its worker processes inherit it (fork)
 _cluster_stopping: Event | None = None
 
@@ -41,12 +46,15 @@ def host_name() -> str:
 def slot_owner() -> str:
     """A holder name for this process: its pid and machine (for the crash check: the machine
     is the real one, whatever ``HOST_NAME`` says) and a random tag that prefixes its leases."""
-    return f"{os.getpid()}-{socket.gethostname()}-{secrets.token_hex(6)}"
+    return f"{os.getpid()}-{socket.gethostname()}-{secrets.token_hex(TAG_LENGTH // 2)}"
 
 
 def owner_tag(owner: str) -> str:
-    """The random part of an owner: the prefix of every lease token its drain takes."""
-    return owner.rsplit("-", 1)[-1]
+    """The random part of an owner: the prefix of every lease token its drain takes. Empty
+    for an owner from before tags (its tokens are all random: its claims wait for their
+    leases)."""
+    tag = owner.rsplit("-", 1)[-1]
+    return tag if len(tag) == TAG_LENGTH else ""
 
 
 def cluster_stopping() -> Event:
@@ -91,14 +99,43 @@ def slot_acquire(*, host: str, count: int, owner: str) -> DrainSlot | None:
     for slot in DrainSlot.objects.filter(host=host, number__lt=count).order_by("number"):
         if _live(slot, now):
             continue
-        # Compare-and-set on what we saw: of two takers that saw the slot free, one wins.
-        won = DrainSlot.objects.filter(
-            pk=slot.pk, owner=slot.owner, heartbeat_at=slot.heartbeat_at
-        ).update(owner=owner, heartbeat_at=now)
+        with transaction.atomic():
+            # Compare-and-set on what we saw: of two takers that saw the slot free, one wins,
+            # and gives the dead holder's claims back (the row stays locked till then).
+            won = DrainSlot.objects.filter(
+                pk=slot.pk, owner=slot.owner, heartbeat_at=slot.heartbeat_at
+            ).update(owner=owner, heartbeat_at=now)
+            if won and (tag := owner_tag(slot.owner or "")):
+                jobs_reap(holders=[tag])
         if won:
             slot.owner, slot.heartbeat_at = owner, now
             return slot
     return None
+
+
+def slots_reap_dead() -> int:
+    """Give back to the queue, at once, the claims of every drain known to be dead: its
+    process gone from this machine, or its heartbeat older than SLOT_STALE_S. They stop
+    counting against their endpoints' max_concurrency now, not when their leases lapse.
+
+    A live drain's claims are never touched: its pid runs and it beats. One whose beat
+    stalled past SLOT_STALE_S is deemed dead, as ``slot_acquire`` deems it; its results are
+    then fenced off by their lease tokens (``jobs_record``). Returns the jobs given back.
+    """
+    now = timezone.now()
+    held = DrainSlot.objects.filter(owner__isnull=False).exclude(host=HEALTH_HOST)
+    reaped = 0
+    for slot in held:
+        if _live(slot, now):
+            continue
+        with transaction.atomic():
+            # Compare-and-set: of two reapers (or a reaper and a taker), one frees the slot,
+            # and only that one gives its holder's claims back.
+            if DrainSlot.objects.filter(
+                pk=slot.pk, owner=slot.owner, heartbeat_at=slot.heartbeat_at
+            ).update(owner=None) and (tag := owner_tag(slot.owner or "")):
+                reaped += jobs_reap(holders=[tag])
+    return reaped
 
 
 def slot_beat(slot: DrainSlot) -> bool:

@@ -11,7 +11,7 @@ import pytest
 from django.db.models import Count
 
 from llmqueue.jobs import jobs_submit_many
-from llmqueue.models import Job, JobAttempt, Status
+from llmqueue.models import Job, JobAttempt, Outcome, Status
 from llmqueue.worker.supervise import _processes
 from tests.factories import chat_spec, make_endpoint, make_user
 from tests.fixtures import wait_until
@@ -81,3 +81,33 @@ def test_a_stop_signal_ends_the_cluster_within_the_grace_and_refunds_cut_off_cal
     assert set(Job.objects.values_list("attempts", flat=True)) == {1}
     assert JobAttempt.objects.count() == 101
     assert took < GRACE_S + 5
+
+
+def test_a_killed_cluster_costs_seconds_not_a_lease(cluster, standin):
+    """kill -9 mid-flight: the next cluster gives the dead drains' claims back as it starts
+    (their pids are gone), long before their 60 s leases would have lapsed."""
+    owner = make_user()
+    make_endpoint(base_url=standin.base_url, max_concurrency=50)
+    env = {"LLMQUEUE_LEASE_S": "60", "LLMQUEUE_DRAINS_PER_HOST": "2"}
+    first = cluster(**env)
+    jobs_submit_many(owner=owner, specs=[chat_spec("warm")])
+    wait_until(lambda: statuses() == {Status.SUCCEEDED: 1}, timeout=60, what="a first success")
+    standin.control(latency_ms=1000)
+    jobs_submit_many(owner=owner, specs=[chat_spec(f"crash {i}") for i in range(200)])
+    wait_until(lambda: statuses().get(Status.RUNNING, 0) >= 40, timeout=60, what="calls in flight")
+    first.kill()
+    cut_off = set(Job.objects.filter(status=Status.RUNNING).values_list("pk", flat=True))
+    assert cut_off
+    cluster(**env)
+    restarted = time.monotonic()
+    wait_until(
+        lambda: not Job.objects.filter(pk__in=cut_off, status=Status.RUNNING, attempts=1).exists(),
+        timeout=20,
+        what="the killed cluster's claims to come back",
+    )
+    assert time.monotonic() - restarted < 15  # a lease is 60 s
+    wait_until(
+        lambda: statuses() == {Status.SUCCEEDED: 201}, timeout=60, what=f"all ({statuses()})"
+    )
+    lost = JobAttempt.objects.filter(outcome=Outcome.LOST)
+    assert set(lost.values_list("job_id", flat=True)) == cut_off
