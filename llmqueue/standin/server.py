@@ -35,6 +35,13 @@ ROUTES = {
 }
 
 
+def _prompt(body: dict[str, Any]) -> str:
+    """What a call asked: the last chat message, or the completion prompt or embedding input."""
+    messages = body.get("messages") or [{}]
+    text = messages[-1].get("content") if isinstance(messages[-1], dict) else None
+    return str(text if text is not None else body.get("prompt", body.get("input", "")))
+
+
 class StandIn:
     def __init__(self, *, latency_ms: float = 0.0, models: list[str] | None = None) -> None:
         self.models = models or [ECHO_MODEL]
@@ -43,6 +50,8 @@ class StandIn:
         self.log: list[list[Any]] = []
         self.in_flight = 0
         self.max_in_flight = 0
+        #: the prompt of each call answered 200, in order (a soak checks every one arrived)
+        self.prompts: list[str] = []
 
     def _failure(self) -> tuple[int, dict[str, str]] | None:
         s = self.settings
@@ -72,6 +81,7 @@ class StandIn:
                     {"error": {"message": message, "code": status}}, status=status, headers=headers
                 )
             self.log.append([time.time(), request.path, 200, body.get("model")])
+            self.prompts.append(_prompt(body))
             return web.json_response(echo_answer(kind, body))
         finally:
             self.in_flight -= 1
@@ -89,6 +99,7 @@ class StandIn:
     async def reset(self, request: web.Request) -> web.Response:
         self.settings = {"latency_ms": self.base_latency}
         self.log.clear()
+        self.prompts.clear()
         self.max_in_flight = 0
         return web.json_response({"ok": True})
 
@@ -99,6 +110,7 @@ class StandIn:
                     "calls": self.log,
                     "max_in_flight": self.max_in_flight,
                     "in_flight": self.in_flight,
+                    "prompts": self.prompts,
                 }
             ),
             content_type="application/json",
