@@ -11,6 +11,8 @@ of this very host that no longer runs (a crash: no need to wait for the heartbea
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import multiprocessing
 import os
 import secrets
@@ -19,6 +21,7 @@ import socket
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from multiprocessing.synchronize import Event
+from pathlib import Path
 
 from django.db import transaction
 from django.utils import timezone
@@ -43,10 +46,24 @@ def host_name() -> str:
     return conf.HOST_NAME or socket.gethostname()
 
 
+@functools.cache
+def machine_key() -> str:
+    """Where this process's pid means something: the machine (its host name and boot) and
+    the pid namespace (containers on one machine each have their own), hashed to 8
+    characters so that an owner fits its column. The real machine, whatever HOST_NAME says."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:  # not Linux: no pid is ever judged dead (heartbeats decide)
+        boot, namespace = secrets.token_hex(8), 0
+    seed = f"{socket.gethostname()}/{boot}/{namespace}"
+    return hashlib.sha256(seed.encode()).hexdigest()[:8]
+
+
 def slot_owner() -> str:
-    """A holder name for this process: its pid and machine (for the crash check: the machine
-    is the real one, whatever ``HOST_NAME`` says) and a random tag that prefixes its leases."""
-    return f"{os.getpid()}-{socket.gethostname()}-{secrets.token_hex(TAG_LENGTH // 2)}"
+    """A holder name for this process, at most 29 characters: its pid and ``machine_key()``
+    (for the crash check) and a random tag that prefixes its leases."""
+    return f"{os.getpid()}-{machine_key()}-{secrets.token_hex(TAG_LENGTH // 2)}"
 
 
 def owner_tag(owner: str) -> str:
@@ -66,12 +83,10 @@ def cluster_stopping() -> Event:
 
 
 def _pid_dead(owner: str | None) -> bool:
-    """True when ``owner`` names a process of this machine that no longer runs (or is a
-    zombie). The machine is the real host name, not HOST_NAME: two named hosts on one machine
-    see each other's pids."""
+    """True when ``owner`` names a process of this machine (and pid namespace) that no longer
+    runs (or is a zombie). Two named hosts (HOST_NAME) on one machine see each other's pids."""
     pid_text, _, rest = (owner or "").partition("-")
-    host = rest.rsplit("-", 1)[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
+    if rest.rsplit("-", 1)[0] != machine_key() or not pid_text.isdigit():
         return False
     try:
         with open(f"/proc/{int(pid_text)}/stat") as f:
