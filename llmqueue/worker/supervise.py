@@ -88,8 +88,9 @@ def _signal_all(signum: int) -> None:
             os.kill(pid, signum)
 
 
-def cluster_run() -> None:
-    """Run the cluster until SIGTERM or SIGINT, then stop it within STOP_GRACE_S + 5 s."""
+def cluster_run() -> bool:
+    """Run the cluster until SIGTERM or SIGINT, then stop it within STOP_GRACE_S + 5 s.
+    False if it stopped because its sentinel died instead (a process manager restarts it)."""
     stopping = cluster_stopping()  # before any fork, so that every process shares it
     signalled = threading.Event()
     cluster = Cluster()
@@ -112,6 +113,7 @@ def cluster_run() -> None:
             log.error("the cluster's sentinel died; stopping the rest")
             break
     cluster_stop(cluster, stopping=stopping)
+    return signalled.is_set()
 
 
 def cluster_stop(cluster: Cluster, *, stopping: Event) -> None:

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from llmqueue.endpoints.pools import endpoint_in_flight
 from llmqueue.jobs import jobs_claim, jobs_reap, jobs_submit_many
+from llmqueue.jobs.claims import lease_token
 from llmqueue.models import DrainSlot, Job, JobAttempt, Outcome, Status
 from llmqueue.worker.slots import (
     cluster_stopping,
@@ -103,3 +104,13 @@ def test_a_task_started_after_its_cluster_began_stopping_stops_at_once():
     finally:
         event.clear()
     assert stops
+
+
+def test_lease_tokens_carry_their_holder_and_reaping_by_holder_needs_one(db):
+    token = lease_token("e" * 12)
+    assert len(token) == 32 and token.startswith("e" * 12)
+    assert lease_token() != lease_token()
+    with pytest.raises(ValueError, match="holder"):
+        lease_token("x" * 17)
+    with pytest.raises(ValueError, match="every claim"):
+        jobs_reap(holders=[""])

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from llmqueue.worker.supervise import cluster_run
 
@@ -23,4 +23,5 @@ class Command(BaseCommand):
     help = "Run the qcluster workers; SIGTERM or SIGINT stops them within STOP_GRACE_S + 5 s."
 
     def handle(self, *args: Any, **options: Any) -> None:
-        cluster_run()
+        if not cluster_run():
+            raise CommandError("the cluster's sentinel died; its workers were stopped")
