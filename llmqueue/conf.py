@@ -52,6 +52,9 @@ class Defaults:
     HEARTBEAT_S: float = 5.0
     #: a drain slot whose heartbeat is older than this is free again
     SLOT_STALE_S: float = 20.0
+    #: the name this host's drain slots go by (empty: the machine's host name). Two workers
+    #: on one machine with different names take their own slots, as two machines would.
+    HOST_NAME: str = ""
     #: default upstream timeout when an endpoint sets none, seconds
     UPSTREAM_TIMEOUT_S: float = 120.0
     #: the longest GET /api/jobs/{id}/?wait=N may hold

@@ -190,7 +190,7 @@ def database_url() -> str:
 
 
 class Cluster:
-    """A real `manage.py qcluster` subprocess on the test database."""
+    """A real `manage.py llmqueue_worker` (the qcluster) subprocess on the test database."""
 
     def __init__(self, log_path: Path, **env: str) -> None:
         self.log_path = log_path
@@ -206,7 +206,7 @@ class Cluster:
     def start(self) -> Cluster:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
-            [sys.executable, "manage.py", "qcluster"],
+            [sys.executable, "manage.py", "llmqueue_worker"],
             cwd=ROOT,
             env=self.env,
             stdout=self._log,
@@ -229,6 +229,8 @@ class Cluster:
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
+            if self.proc is not None:
+                self._log.close()
             return
         os.killpg(self.proc.pid, signal.SIGINT)  # as Ctrl-C: the clean stop
         try:

@@ -1,4 +1,6 @@
-"""deploy/: the Prometheus and Grafana files parse, and name only metrics that exist."""
+"""deploy/: the Prometheus and Grafana files parse, and name only metrics that exist; the
+systemd units, the Dockerfile and the compose file run the documented commands and give a
+stop its time (nothing here runs a container: deploy/README.md says what was not run)."""
 
 from __future__ import annotations
 
@@ -7,13 +9,16 @@ import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
+from django.core.management import get_commands
 from prometheus_client.metrics import MetricWrapperBase
 
 from llmqueue import metrics
 from llmqueue.cache import metrics as cache_metrics
+from llmqueue.conf import conf
 from tests.factories import make_endpoint
 from tests.fixtures import ROOT
 
@@ -85,3 +90,106 @@ def test_every_alert_fires_and_stays_quiet_in_the_rule_unit_tests():
         for check in case["alert_rule_test"]:
             (fired if check["exp_alerts"] else quiet).add(check["alertname"])
     assert names == fired == quiet, (names - fired, names - quiet)
+
+
+# --- the stop contract: systemd units, Dockerfile, compose file -----------------------------------
+
+
+def unit_entries(path: Path) -> dict[str, list[str]]:
+    """A systemd unit's Key=value lines (keys may repeat), sections ignored."""
+    entries: dict[str, list[str]] = {}
+    for line in path.read_text().splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, value = line.split("=", 1)
+            entries.setdefault(key.strip(), []).append(value.strip())
+    return entries
+
+
+def seconds(text: str) -> float:
+    return float(text.removesuffix("s"))
+
+
+def test_systemd_units_run_the_documented_commands_and_give_the_stop_its_time():
+    grace = conf.STOP_GRACE_S
+    web = unit_entries(DEPLOY / "systemd" / "llmqueue-web.service")
+    worker = unit_entries(DEPLOY / "systemd" / "llmqueue-worker.service")
+    assert worker["ExecStart"] == ["/opt/llmqueue/.venv/bin/python manage.py llmqueue_worker"]
+    assert web["ExecStart"][0].startswith("/opt/llmqueue/.venv/bin/gunicorn project.wsgi ")
+    for unit in (web, worker):
+        assert unit["KillSignal"] == ["SIGTERM"]
+        assert unit["KillMode"] == ["control-group"]  # SIGTERM to the whole group
+        assert seconds(unit["TimeoutStopSec"][0]) >= grace + 5
+        assert "PROMETHEUS_MULTIPROC_DIR=/run/llmqueue/prometheus" in unit["Environment"]
+    # the worker's own grace, if the unit sets one, fits in the unit's stop timeout
+    for env in worker["Environment"]:
+        if env.startswith("LLMQUEUE_STOP_GRACE_S="):
+            assert seconds(env.split("=", 1)[1]) + 5 <= seconds(worker["TimeoutStopSec"][0])
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
+def test_systemd_units_verify(tmp_path):
+    # The units name /opt/llmqueue; here stand-ins for its programs take its place.
+    (tmp_path / "bin").mkdir()
+    for name in ("python", "gunicorn"):
+        (tmp_path / "bin" / name).symlink_to("/bin/true")
+    units = []
+    for unit in (DEPLOY / "systemd").glob("*.service"):
+        text = unit.read_text().replace("/opt/llmqueue/.venv/bin/", f"{tmp_path}/bin/")
+        units.append(tmp_path / unit.name)
+        units[-1].write_text(text.replace("/opt/llmqueue", str(tmp_path)))
+    assert len(units) == 2
+    done = subprocess.run(
+        ["systemd-analyze", "verify", *map(str, units)], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and not done.stderr.strip(), done.stderr
+
+
+def test_the_image_stops_on_sigterm_and_runs_the_workers_by_default():
+    lines = (DEPLOY / "Dockerfile").read_text().splitlines()
+    assert "STOPSIGNAL SIGTERM" in lines
+    assert 'CMD ["python", "manage.py", "llmqueue_worker"]' in lines
+    for line in lines:
+        if line.startswith("COPY "):
+            for source in line.split()[1:-1]:
+                assert (ROOT / source).exists(), source
+
+
+def test_compose_runs_the_documented_commands_and_gives_the_stop_its_time():
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    services = compose["services"]
+    assert set(services) == {
+        "web",
+        "workers",
+        "worker-metrics",
+        "postgres",
+        "redis",
+        "prometheus",
+        "grafana",
+    }
+    workers, web = services["workers"], services["web"]
+    assert workers["command"] == ["python", "manage.py", "llmqueue_worker"]
+    assert web["command"][-1].split("exec ")[-1].startswith("gunicorn project.wsgi ")
+    assert services["worker-metrics"]["command"][:3] == ["python", "manage.py", "llmqueue_metrics"]
+    grace = seconds(workers["environment"]["LLMQUEUE_STOP_GRACE_S"])
+    for service in (web, workers):
+        assert service["stop_signal"] == "SIGTERM"
+        assert seconds(service["stop_grace_period"]) >= grace + 5
+    # every management command the file runs exists
+    commands = get_commands()
+    for service in services.values():
+        command = service.get("command") or []
+        words = " ".join(command).replace("&&", " ").split()
+        for i, word in enumerate(words[:-1]):
+            if word == "manage.py":
+                assert words[i + 1] in commands, words[i + 1]
+    # every file it mounts is in deploy/
+    for service in services.values():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (DEPLOY / source).exists(), source
+    prometheus = yaml.safe_load((DEPLOY / "compose" / "prometheus.yml").read_text())
+    targets = {
+        t for j in prometheus["scrape_configs"] for c in j["static_configs"] for t in c["targets"]
+    }
+    assert targets == {"web:8000", "worker-metrics:9108"}

@@ -6,7 +6,7 @@ import dataclasses
 import datetime as dt
 import secrets
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any, NamedTuple
 
 from django.db import transaction
@@ -78,8 +78,20 @@ class Assignment(NamedTuple):
     tokens_charged: bool
 
 
+def lease_token(holder: str = "") -> str:
+    """A claim's lease token: ``holder`` (a drain's tag, at most 16 characters) and random
+    characters, 32 in all. ``jobs_reap(holders=...)`` finds a dead drain's claims by it."""
+    if len(holder) > 16:
+        raise ValueError(f"holder: {holder!r} is longer than 16 characters")
+    return holder + secrets.token_hex(16)[: 32 - len(holder)]
+
+
 def jobs_claim_planned(
-    *, plan: Sequence[Assignment], now: dt.datetime, lease_s: float | None = None
+    *,
+    plan: Sequence[Assignment],
+    now: dt.datetime,
+    lease_s: float | None = None,
+    holder: str = "",
 ) -> list[Claim]:
     """queued -> running for the jobs of the scheduler's ``plan``, each to its endpoint, under
     one lease; returns their claims in the plan's order (a job no longer queued is skipped).
@@ -87,7 +99,7 @@ def jobs_claim_planned(
     if not plan:
         return []
     lease_s = conf.LEASE_S if lease_s is None else lease_s
-    token = secrets.token_hex(16)
+    token = lease_token(holder)
     chosen: dict[int, list[int]] = defaultdict(list)
     for a in plan:
         chosen[a.endpoint_id].append(a.job_id)
@@ -294,11 +306,26 @@ def jobs_release(*, claims: Iterable[Claim]) -> int:
     return n
 
 
-def jobs_reap(*, limit: int = 500) -> int:
+def jobs_reap(*, limit: int = 500, holders: Collection[str] = ()) -> int:
     """running jobs whose lease expired (their worker died or stalled) -> queued, or dead if
-    that was their last attempt. The lost call is logged as an attempt. Returns how many."""
+    that was their last attempt. The lost call is logged as an attempt. Returns how many.
+
+    ``holders``: instead, the jobs claimed by these drains (lease tokens starting with their
+    tags), lease or no lease: drains known to be dead (``llmqueue.worker.slots``), whose
+    claims need not wait for their leases to lapse.
+    """
     now = timezone.now()
-    expired = may_start("reap") & Q(lease_expires_at__lt=now)
+    if holders:
+        lapsed = Q(pk__in=[])
+        for tag in holders:
+            if not tag:
+                raise ValueError("holders: an empty tag would match every claim")
+            lapsed |= Q(lease_token__startswith=tag)
+        why = "its worker died mid-call (its process is gone)"
+    else:
+        lapsed = Q(lease_expires_at__lt=now)
+        why = "lease expired: the worker died or stalled mid-call"
+    expired = may_start("reap") & lapsed
     with transaction.atomic():
         followers_rescue(now=now)
         # In job_running's order: SQLite then walks that partial index (the running jobs),
@@ -321,7 +348,7 @@ def jobs_reap(*, limit: int = 500) -> int:
                 endpoint_name=names.get(endpoint_id, ""),
                 started_at=started_at or now,
                 outcome=Outcome.LOST,
-                error="lease expired: the worker died or stalled mid-call",
+                error=why,
             )
             for pk, attempts, _, endpoint_id, started_at, _ in rows
         )
@@ -329,7 +356,6 @@ def jobs_reap(*, limit: int = 500) -> int:
         n = 0
         ended: list[int] = []
         for pk, attempts, max_attempts, _, _, token in rows:
-            lapsed = Q(lease_expires_at__lt=now)
             if attempts < max_attempts:
                 n += job_transition(
                     "reap", job_id=pk, token=token, where=lapsed, strict=False, available_at=now

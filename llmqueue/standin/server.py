@@ -46,6 +46,13 @@ POISON = "POISON"
 ROUTES = {V1 + path: kind for kind, path in KIND_PATHS.items()}
 
 
+def _prompt(body: dict[str, Any]) -> str:
+    """What a call asked: the last chat message, or the completion prompt or embedding input."""
+    messages = body.get("messages") or [{}]
+    text = messages[-1].get("content") if isinstance(messages[-1], dict) else None
+    return str(text if text is not None else body.get("prompt", body.get("input", "")))
+
+
 class StandIn:
     def __init__(
         self,
@@ -64,6 +71,8 @@ class StandIn:
         self.inputs: list[int] = []  # beside the log: each call's number of inputs
         self.in_flight = 0
         self.max_in_flight = 0
+        #: the prompt of each call answered 200, in order (a soak checks every one arrived)
+        self.prompts: list[str] = []
 
     def _failure(self) -> tuple[int, dict[str, str]] | None:
         s = self.settings
@@ -104,6 +113,7 @@ class StandIn:
                 )
             self.log.append([time.time(), request.path, 200, body.get("model")])
             self.inputs.append(n)
+            self.prompts.append(_prompt(body))
             return web.json_response(echo_answer(kind, body))
         finally:
             self.in_flight -= 1
@@ -122,13 +132,20 @@ class StandIn:
         self.settings = dict(self.base_settings)
         self.log.clear()
         self.inputs.clear()
+        self.prompts.clear()
         self.max_in_flight = 0
         return web.json_response({"ok": True})
 
     async def get_log(self, request: web.Request) -> web.Response:
         return web.Response(
             text=json.dumps(
-                {"calls": self.log, "inputs": self.inputs, "max_in_flight": self.max_in_flight}
+                {
+                    "calls": self.log,
+                    "inputs": self.inputs,
+                    "max_in_flight": self.max_in_flight,
+                    "in_flight": self.in_flight,
+                    "prompts": self.prompts,
+                }
             ),
             content_type="application/json",
         )

@@ -24,7 +24,6 @@ import contextlib
 import heapq
 import logging
 import secrets
-import socket
 from datetime import timedelta
 from typing import Any
 
@@ -56,12 +55,15 @@ from llmqueue.worker.batching import Batcher, batch_key, batching_enabled
 from llmqueue.worker.health import health_wake
 from llmqueue.worker.scheduler import jobs_schedule
 from llmqueue.worker.slots import (
+    host_name,
+    owner_tag,
     slot_acquire,
     slot_beat,
     slot_hosts,
     slot_owner,
     slot_release,
     slots_live,
+    slots_reap_dead,
     stop_on_signals,
 )
 
@@ -75,6 +77,9 @@ HOUSEKEEPING_TASK = "llmqueue.worker.drain.housekeeping"
 #: reserve of one concurrency, a small user's 20 jobs waited for 220-300 of a big backlog's
 #: instead of 160-200 (tests/integration/test_limits.py), so both stay small
 COALESCE_S = 0.01
+#: how often a drain looks for dead drains whose claims to give back (a read of the slots,
+#: and a look in /proc for the pids of this machine)
+REAP_DEAD_S = 1.0
 
 
 def _enqueue_drain() -> None:
@@ -116,7 +121,7 @@ def housekeeping() -> dict[str, int]:
     """Every minute: requeue jobs whose worker died, start a drain if work waits unseen, and
     make sure the health checker runs."""
     health_wake()
-    reaped = jobs_reap()
+    reaped = slots_reap_dead() + jobs_reap()
     due = queue_next_due()
     woke = 0
     if due is not None and due <= timezone.now() + timedelta(seconds=60) and slots_live() == 0:
@@ -132,7 +137,7 @@ def drain() -> str:
     """django-q2 entry point: run a drain on this worker if a slot is free."""
     owner = slot_owner()
     close_old_connections()
-    slot = slot_acquire(host=socket.gethostname(), count=conf.DRAINS_PER_HOST, owner=owner)
+    slot = slot_acquire(host=host_name(), count=conf.DRAINS_PER_HOST, owner=owner)
     if slot is None:
         return "no free slot"
     drainer = Drainer(slot=slot)
@@ -187,6 +192,8 @@ class Drainer:
 
     def __init__(self, *, slot: DrainSlot) -> None:
         self.slot = slot
+        # The prefix of this drain's lease tokens: others find its claims by it if it dies.
+        self.holder = owner_tag(slot.owner or "")
         self.concurrency = max(1, int(conf.DRAIN_CONCURRENCY))
         # Enough to feed the calls while a step runs; more would hold jobs out of fair turns
         # and priority order for longer, and start paid calls later (see COALESCE_S).
@@ -228,7 +235,8 @@ class Drainer:
             endpoints_learn(r.call for r in results)
             buckets_reconcile(attempt_usages(results))
             now = timezone.now()
-            return jobs_claim_planned(plan=jobs_schedule(limit=want, now=now), now=now)
+            plan = jobs_schedule(limit=want, now=now)
+            return jobs_claim_planned(plan=plan, now=now, holder=self.holder)
 
     def _beat(self, tokens: list[str]) -> bool:
         """Renew the slot and our leases; False if the slot was taken from us."""
@@ -236,6 +244,13 @@ class Drainer:
         jobs_renew(tokens=tokens)
         jobs_reap()
         return kept
+
+    def _reap_dead(self) -> None:
+        try:
+            if reaped := slots_reap_dead():
+                log.warning("gave back %d claims of dead drains", reaped)
+        except Exception:  # a look for the dead; the next one, or the leases, follow
+            log.exception("could not look for dead drains")
 
     def _leave(self, *, hand_over: bool) -> None:
         slot_release(self.slot)
@@ -320,6 +335,7 @@ class Drainer:
         deadline = start + conf.DRAIN_MAX_SECONDS
         last_busy = start
         next_beat = start + conf.HEARTBEAT_S
+        next_reap = start
         next_spread = start
         drained = False  # the last claim found less than it asked for
         try:
@@ -359,6 +375,11 @@ class Drainer:
                         log.warning("drain %s lost its slot; stopping", self.slot.owner)
                         deadline = now
                     next_beat = now + conf.HEARTBEAT_S
+                if now >= next_reap:
+                    # A dead drain's claims hold its endpoints' capacity until given back:
+                    # looked for often, so that a crash costs the fleet seconds, not a lease.
+                    await _db(self._reap_dead)()
+                    next_reap = now + REAP_DEAD_S
                 if want and len(claims) == want and now >= next_spread:
                     # Full: likely more due work than this drain can hold. Ask for help off
                     # the step path (its own thread and connection).
@@ -388,8 +409,18 @@ class Drainer:
 
     async def _settle(self, *, hand_over: bool) -> None:
         """Finish in-flight calls (for STOP_GRACE_S), give back the rest, record, leave."""
-        if self.inflight:
-            await asyncio.wait(list(self.inflight), timeout=conf.STOP_GRACE_S)
+        assert self.loop is not None
+        grace_end = self.loop.time() + conf.STOP_GRACE_S
+        while self.inflight and (left := grace_end - self.loop.time()) > 0:
+            await asyncio.wait(list(self.inflight), timeout=min(left, conf.HEARTBEAT_S))
+            if self.inflight:
+                # Still beating: a settling drain must not look dead to the others, who would
+                # give its claims back to the queue while its calls still run.
+                held = [*self.inflight.values(), *(c for _, c in self.reserve)]
+                try:
+                    await _db(self._beat)([c.token for c in held])
+                except Exception:  # the give-back below matters more than a beat
+                    log.exception("drain %s could not beat while settling", self.slot.owner)
         given_back = [*self.inflight.values(), *(c for _, c in self.reserve)]
         self.reserve.clear()
         for task in list(self.inflight):

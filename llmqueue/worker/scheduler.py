@@ -111,13 +111,15 @@ def jobs_schedule(*, limit: int, now: dt.datetime) -> list[Assignment]:
     return plan
 
 
-def jobs_claim(*, limit: int, lease_s: float | None = None) -> list[Claim]:
+def jobs_claim(*, limit: int, lease_s: float | None = None, holder: str = "") -> list[Claim]:
     """queued -> running for up to ``limit`` due jobs: the plan, then its claim, as the
-    drain's step does. Call inside ``transaction.atomic()``."""
+    drain's step does. ``holder``: the claiming drain's tag, the prefix of the lease token
+    (``llmqueue.jobs.claims.lease_token``). Call inside ``transaction.atomic()``."""
     if limit <= 0:
         return []
     now = timezone.now()
-    return jobs_claim_planned(plan=jobs_schedule(limit=limit, now=now), now=now, lease_s=lease_s)
+    plan = jobs_schedule(limit=limit, now=now)
+    return jobs_claim_planned(plan=plan, now=now, lease_s=lease_s, holder=holder)
 
 
 # The candidates' SQL, written once (``llmqueue.db.rows``): the step runs it every few

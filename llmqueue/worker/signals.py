@@ -3,7 +3,7 @@ starting worker makes its TLS context and wakes a drain and the health checker."
 
 from __future__ import annotations
 
-import socket
+import logging
 from typing import Any
 
 from django.db.models.signals import post_migrate
@@ -16,7 +16,9 @@ from llmqueue.conf import conf
 from llmqueue.jobs.transitions import jobs_due
 from llmqueue.worker.drain import HOUSEKEEPING_TASK, drain_wake
 from llmqueue.worker.health import health_wake
-from llmqueue.worker.slots import slots_register
+from llmqueue.worker.slots import host_name, slots_reap_dead, slots_register
+
+log = logging.getLogger(__name__)
 
 
 @receiver(post_migrate)
@@ -42,7 +44,12 @@ def wake_on_worker_start(sender: Any, proc_name: str = "", **kwargs: Any) -> Non
     # Made now, not by the first call of a drain that has work waiting (~46 ms of CPU).
     tls_context()
     # Known to the fleet from its first moment: full drains elsewhere then ask for help here.
-    slots_register(host=socket.gethostname(), count=conf.DRAINS_PER_HOST)
+    slots_register(host=host_name(), count=conf.DRAINS_PER_HOST)
+    # A restart after a crash: the dead drains' claims go back now, not when leases lapse.
+    try:
+        slots_reap_dead()
+    except Exception:  # the drains look again every second
+        log.exception("could not look for dead drains")
     drain_wake()
     health_wake()
 

@@ -11,32 +11,82 @@ of this very host that no longer runs (a crash: no need to wait for the heartbea
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
+import multiprocessing
 import os
 import secrets
 import signal
 import socket
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
+from multiprocessing.synchronize import Event
+from pathlib import Path
 
+from django.db import transaction
 from django.utils import timezone
 
 from llmqueue.conf import conf
+from llmqueue.jobs import jobs_reap
 from llmqueue.models import DrainSlot
 
 #: the health checker's slot: one for the whole fleet, whatever host holds it
 HEALTH_HOST = "@health"
 
 
+#: hex characters of an owner's tag (the lease tokens' prefix): 48 random bits, so that no two
+#: drains that ever ran share one
+TAG_LENGTH = 12
+#: set by ``llmqueue_worker`` when its cluster stops; its worker processes inherit it (fork)
+_cluster_stopping: Event | None = None
+
+
+def host_name() -> str:
+    """The host whose drain slots this process takes: ``HOST_NAME``, else the machine's."""
+    return conf.HOST_NAME or socket.gethostname()
+
+
+@functools.cache
+def machine_key() -> str:
+    """Where this process's pid means something: the machine (its host name and boot) and
+    the pid namespace (containers on one machine each have their own), hashed to 8
+    characters so that an owner fits its column. The real machine, whatever HOST_NAME says."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:  # not Linux: no pid is ever judged dead (heartbeats decide)
+        boot, namespace = secrets.token_hex(8), 0
+    seed = f"{socket.gethostname()}/{boot}/{namespace}"
+    return hashlib.sha256(seed.encode()).hexdigest()[:8]
+
+
 def slot_owner() -> str:
-    """A holder name for this process: its pid (for the crash check) and a random part."""
-    return f"{os.getpid()}-{socket.gethostname()}-{secrets.token_hex(4)}"
+    """A holder name for this process, at most 29 characters: its pid and ``machine_key()``
+    (for the crash check) and a random tag that prefixes its leases."""
+    return f"{os.getpid()}-{machine_key()}-{secrets.token_hex(TAG_LENGTH // 2)}"
+
+
+def owner_tag(owner: str) -> str:
+    """The random part of an owner: the prefix of every lease token its drain takes. Empty
+    for an owner from before tags (its tokens are all random: its claims wait for their
+    leases)."""
+    tag = owner.rsplit("-", 1)[-1]
+    return tag if len(tag) == TAG_LENGTH else ""
+
+
+def cluster_stopping() -> Event:
+    """The event a stopping cluster sets; made before the cluster forks its processes."""
+    global _cluster_stopping
+    if _cluster_stopping is None:
+        _cluster_stopping = multiprocessing.get_context("fork").Event()
+    return _cluster_stopping
 
 
 def _pid_dead(owner: str | None) -> bool:
-    """True when ``owner`` names a process of this host that no longer runs (or is a zombie)."""
+    """True when ``owner`` names a process of this machine (and pid namespace) that no longer
+    runs (or is a zombie). Two named hosts (HOST_NAME) on one machine see each other's pids."""
     pid_text, _, rest = (owner or "").partition("-")
-    host = rest.rsplit("-", 1)[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
+    if rest.rsplit("-", 1)[0] != machine_key() or not pid_text.isdigit():
         return False
     try:
         with open(f"/proc/{int(pid_text)}/stat") as f:
@@ -64,14 +114,43 @@ def slot_acquire(*, host: str, count: int, owner: str) -> DrainSlot | None:
     for slot in DrainSlot.objects.filter(host=host, number__lt=count).order_by("number"):
         if _live(slot, now):
             continue
-        # Compare-and-set on what we saw: of two takers that saw the slot free, one wins.
-        won = DrainSlot.objects.filter(
-            pk=slot.pk, owner=slot.owner, heartbeat_at=slot.heartbeat_at
-        ).update(owner=owner, heartbeat_at=now)
+        with transaction.atomic():
+            # Compare-and-set on what we saw: of two takers that saw the slot free, one wins,
+            # and gives the dead holder's claims back (the row stays locked till then).
+            won = DrainSlot.objects.filter(
+                pk=slot.pk, owner=slot.owner, heartbeat_at=slot.heartbeat_at
+            ).update(owner=owner, heartbeat_at=now)
+            if won and (tag := owner_tag(slot.owner or "")):
+                jobs_reap(holders=[tag])
         if won:
             slot.owner, slot.heartbeat_at = owner, now
             return slot
     return None
+
+
+def slots_reap_dead() -> int:
+    """Give back to the queue, at once, the claims of every drain known to be dead: its
+    process gone from this machine, or its heartbeat older than SLOT_STALE_S. They stop
+    counting against their endpoints' max_concurrency now, not when their leases lapse.
+
+    A live drain's claims are never touched: its pid runs and it beats. One whose beat
+    stalled past SLOT_STALE_S is deemed dead, as ``slot_acquire`` deems it; its results are
+    then fenced off by their lease tokens (``jobs_record``). Returns the jobs given back.
+    """
+    now = timezone.now()
+    held = DrainSlot.objects.filter(owner__isnull=False).exclude(host=HEALTH_HOST)
+    reaped = 0
+    for slot in held:
+        if _live(slot, now):
+            continue
+        with transaction.atomic():
+            # Compare-and-set: of two reapers (or a reaper and a taker), one frees the slot,
+            # and only that one gives its holder's claims back.
+            if DrainSlot.objects.filter(
+                pk=slot.pk, owner=slot.owner, heartbeat_at=slot.heartbeat_at
+            ).update(owner=None) and (tag := owner_tag(slot.owner or "")):
+                reaped += jobs_reap(holders=[tag])
+    return reaped
 
 
 def slot_beat(slot: DrainSlot) -> bool:
@@ -112,10 +191,10 @@ def stop_on_signals(on_stop: Callable[[int], None]) -> Iterator[None]:
     """Run a long task that stops cleanly on SIGINT or SIGTERM, calling ``on_stop(signum)``.
 
     django-q2 runs a task in its worker's main thread, where SIGINT is ignored and SIGTERM
-    kills. Inside this block either one asks the task to stop instead. SIGINT to the
-    cluster's process group (Ctrl-C, `llmqueue_serve`, the tests) is the clean stop of
-    everything: the cluster stops, the tasks stop, the workers take their STOP pills. After a
-    SIGTERM (systemd signals the whole group) the worker still dies, once the task settled.
+    kills. Inside this block either one asks the task to stop instead. ``llmqueue_worker``
+    (``llmqueue.worker.supervise``) stops its cluster by SIGINT to every process of it, after
+    it set ``cluster_stopping()``, which a task that starts later sees here. After a SIGTERM
+    (systemd signals the whole group) the worker still dies, once the task settled.
     """
     got: list[int] = []
 
@@ -126,6 +205,10 @@ def stop_on_signals(on_stop: Callable[[int], None]) -> Iterator[None]:
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     for sig in previous:
         signal.signal(sig, handler)
+    # Looked at after the handlers are in: a cluster that began stopping before this task
+    # started sent its signal before we could catch it, and set the event first.
+    if _cluster_stopping is not None and _cluster_stopping.is_set():
+        on_stop(signal.SIGINT)
     try:
         yield
     finally:

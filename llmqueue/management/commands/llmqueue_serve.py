@@ -3,7 +3,8 @@
     manage.py llmqueue_serve --port 8000
 
 Ctrl-C (or SIGTERM) stops both; if either exits, the other is stopped too. For a fleet, run
-the web server (gunicorn project.wsgi) and `manage.py qcluster` as separate services instead.
+the web server (gunicorn project.wsgi) and `manage.py llmqueue_worker` as separate services
+instead (deploy/).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class Command(BaseCommand):
         web = subprocess.Popen(
             [*manage, "runserver", "--noreload", f"{host}:{port}"], start_new_session=True
         )
-        workers = subprocess.Popen([*manage, "qcluster"], start_new_session=True)
+        workers = subprocess.Popen([*manage, "llmqueue_worker"], start_new_session=True)
         children = [(web, signal.SIGTERM), (workers, signal.SIGINT)]
         self.stdout.write(
             self.style.SUCCESS(f"llmqueue on http://{host}:{port}/  (Ctrl-C stops it)")
