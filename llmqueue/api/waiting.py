@@ -15,7 +15,7 @@ from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponseBase
 
 from llmqueue.api.views import JobViewSet, wait_seconds
-from llmqueue.jobs.waiting import job_wait
+from llmqueue.jobs.waiting import job_wait, request_thread_release
 from llmqueue.models import TERMINAL
 
 #: the router's detail view of a job (JobViewSet serves only GET on it)
@@ -34,6 +34,8 @@ async def job_detail(request: HttpRequest, pk: str) -> HttpResponseBase:
     if raw is None or request.method != "GET" or response.status_code != 200:
         return response
     deadline = time.monotonic() + wait_seconds(raw)  # checked already: a bad one was a 400
+    if response.data["status"] not in TERMINAL:
+        await request_thread_release()
     while response.data["status"] not in TERMINAL:
         remaining = deadline - time.monotonic()
         if remaining <= 0:

@@ -10,6 +10,12 @@ anyone waits and stops when no one does.
 
 The query runs on the poller's own thread, so that it keeps one database connection rather
 than borrowing a request's (a request's thread ends with its request).
+
+A request itself still has a thread: Django's ASGI handler runs each request's sync code
+(middleware, signals, ORM calls) on a thread of its own (asgiref's ThreadSensitiveContext),
+kept until the request ends. Idle while the request waits, that would still be a thread per
+waiter, so a view calls ``request_thread_release`` before it waits: the request's database
+connection is closed and its thread ends; sync code after the wait gets a new one.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ import logging
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 
-from django.db import DatabaseError, connection
+from asgiref.sync import SyncToAsync, sync_to_async
+from django.db import DatabaseError, connection, connections
 
 from llmqueue import metrics
 from llmqueue.conf import conf
@@ -123,3 +130,24 @@ async def job_wait(*, job_id: int, timeout: float) -> bool:
         return False
     finally:
         poller.discard(job_id, future)
+
+
+def _connections_drop() -> None:
+    # In the request's thread: a connection may only be closed by the thread that opened it,
+    # and the next thread of this request must open its own (the handler keeps connections
+    # per request context, not per thread).
+    for conn in connections.all(initialized_only=True):
+        conn.close()
+        del connections[conn.alias]
+
+
+async def request_thread_release() -> None:
+    """End the thread Django's ASGI handler keeps for this request, before a long wait (see
+    the module docstring). Outside such a request (WSGI, the test client) it does nothing."""
+    context = SyncToAsync.thread_sensitive_context.get(None)
+    if context is None or context not in SyncToAsync.context_to_thread_executor:
+        return
+    await sync_to_async(_connections_drop)()
+    executor = SyncToAsync.context_to_thread_executor.pop(context, None)
+    if executor is not None:
+        executor.shutdown(wait=False)  # its one thread is idle: it ends now

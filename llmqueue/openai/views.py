@@ -16,7 +16,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from llmqueue.conf import conf
 from llmqueue.jobs.intake import served_models
-from llmqueue.jobs.waiting import job_wait
+from llmqueue.jobs.waiting import job_wait, request_thread_release
 from llmqueue.models import Job, Kind
 from llmqueue.openai.answers import answer_of, still_waiting
 from llmqueue.openai.errors import OpenAIError, bad_request
@@ -67,6 +67,7 @@ async def _call(request: HttpRequest, kind: str) -> HttpResponseBase:
         return exc.response()
     if job.is_terminal:
         return await sync_to_async(answer_of)(job, stream=stream)
+    await request_thread_release()
     remaining = budget - (time.monotonic() - started)
     while remaining > 0:
         await job_wait(job_id=job.pk, timeout=remaining)
