@@ -44,7 +44,7 @@ def test_one_process_holds_a_thousand_waiting_calls(
     user = make_user()
     key, _ = apikey_create(owner=user, name="load")
     make_endpoint(base_url=standin.base_url, max_concurrency=250)
-    standin.control(latency_ms=4000)
+    standin.control(latency_ms=8000)
     server = web_server(LLMQUEUE_WAIT_POLL_S=POLL_S)
     cluster(LLMQUEUE_DRAIN_CONCURRENCY="250")
 
