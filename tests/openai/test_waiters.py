@@ -76,3 +76,45 @@ def test_one_process_holds_a_thousand_waiting_calls(
     assert rate <= 1 / float(POLL_S) + 2
     assert max(health) < 1.0
     assert threads < 100, threads
+
+
+def test_api_waits_hold_no_thread_and_healthz_answers(web_server: Any) -> None:
+    """The README's production server: ?wait= on /api/jobs/<id>/ answers 200 when the wait
+    ends (a short one here: 45 s would only slow the suite), and while 200 are held by the
+    one process, /healthz answers at once."""
+    user = make_user()
+    key, _ = apikey_create(owner=user, name="wait")
+    make_endpoint()
+    server = web_server()
+    auth = {"Authorization": f"Bearer {key}"}
+    created = httpx.post(
+        f"{server.url}/api/jobs/",
+        headers=auth,
+        json={"payload": {"model": "echo", "messages": [{"role": "user", "content": "x"}]}},
+    )
+    job_id = created.json()["id"]
+
+    async def waits(n: int) -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=n + 5)
+        async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=60) as client:
+            return await asyncio.gather(
+                *(client.get(f"/api/jobs/{job_id}/?wait=6", headers=auth) for _ in range(n))
+            )
+
+    results: list[httpx.Response] = []
+    runner = threading.Thread(target=lambda: results.extend(asyncio.run(waits(200))))
+    started = time.monotonic()
+    runner.start()
+    time.sleep(2)
+    health = []
+    for _ in range(5):
+        t0 = time.monotonic()
+        assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200
+        health.append(time.monotonic() - t0)
+    threads = server.threads()
+    runner.join(60)
+    assert [r.status_code for r in results] == [200] * 200
+    assert all(r.json()["status"] == "queued" for r in results)
+    assert time.monotonic() - started >= 6
+    assert max(health) < 1.0
+    assert threads < 50, threads
