@@ -59,6 +59,12 @@ class Defaults:
     UPSTREAM_TIMEOUT_S: float = 120.0
     #: the longest GET /api/jobs/{id}/?wait=N may hold
     MAX_WAIT_S: float = 60.0
+    #: how often a web process asks which of its waited-for jobs ended (one query for all of
+    #: them, llmqueue.jobs.waiting), seconds: a waiter learns of its job this much late at most
+    WAIT_POLL_S: float = 0.2
+    #: the longest a /v1 call waits for its job before it answers 504 with the job id (and
+    #: no longer than the client's own x-stainless-read-timeout), seconds
+    V1_MAX_WAIT_S: float = 600.0
     #: wrong API keys one address may send per window before it is answered 429
     KEY_FAILURES_PER_WINDOW: int = 20
     #: that window, seconds (also the Retry-After of the 429)

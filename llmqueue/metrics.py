@@ -87,6 +87,10 @@ QUEUE_WAIT_SECONDS = Histogram(
     "Time from submission to the first claim (started_at - created_at) of finished jobs.",
     buckets=WAIT_BUCKETS,
 )
+WAIT_POLLS = Counter(
+    "llmqueue_wait_polls",
+    "Queries of a web process's waiting poller (one per tick for all its waiting requests).",
+)
 RATE_LIMIT_WAITS = Counter(
     "llmqueue_rate_limit_waits",
     "Claims that held a job back because a token bucket was empty (no attempt spent), by "

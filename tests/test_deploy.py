@@ -114,7 +114,9 @@ def test_systemd_units_run_the_documented_commands_and_give_the_stop_its_time():
     web = unit_entries(DEPLOY / "systemd" / "llmqueue-web.service")
     worker = unit_entries(DEPLOY / "systemd" / "llmqueue-worker.service")
     assert worker["ExecStart"] == ["/opt/llmqueue/.venv/bin/python manage.py llmqueue_worker"]
-    assert web["ExecStart"][0].startswith("/opt/llmqueue/.venv/bin/gunicorn project.wsgi ")
+    assert web["ExecStart"][0].startswith(
+        "/opt/llmqueue/.venv/bin/uvicorn project.asgi:application "
+    )
     for unit in (web, worker):
         assert unit["KillSignal"] == ["SIGTERM"]
         assert unit["KillMode"] == ["control-group"]  # SIGTERM to the whole group
@@ -130,7 +132,7 @@ def test_systemd_units_run_the_documented_commands_and_give_the_stop_its_time():
 def test_systemd_units_verify(tmp_path):
     # The units name /opt/llmqueue; here stand-ins for its programs take its place.
     (tmp_path / "bin").mkdir()
-    for name in ("python", "gunicorn"):
+    for name in ("python", "uvicorn"):
         (tmp_path / "bin" / name).symlink_to("/bin/true")
     units = []
     for unit in (DEPLOY / "systemd").glob("*.service"):
@@ -168,7 +170,7 @@ def test_compose_runs_the_documented_commands_and_gives_the_stop_its_time():
     }
     workers, web = services["workers"], services["web"]
     assert workers["command"] == ["python", "manage.py", "llmqueue_worker"]
-    assert web["command"][-1].split("exec ")[-1].startswith("gunicorn project.wsgi ")
+    assert web["command"][-1].split("exec ")[-1].startswith("uvicorn project.asgi:application ")
     assert services["worker-metrics"]["command"][:3] == ["python", "manage.py", "llmqueue_metrics"]
     grace = seconds(workers["environment"]["LLMQUEUE_STOP_GRACE_S"])
     for service in (web, workers):

@@ -12,6 +12,7 @@ from drf_spectacular.views import (
 from rest_framework.routers import DefaultRouter
 
 from llmqueue.api.views import EndpointViewSet, JobViewSet, StatsView, UsageView
+from llmqueue.api.waiting import job_detail
 
 app_name = "api"
 
@@ -34,5 +35,8 @@ urlpatterns = [
         ),
         name="redoc",
     ),
+    # Before the router's own route for it (job-detail, which the schema and links use): the
+    # same view, with ?wait= waited for in an async view.
+    path("jobs/<int:pk>/", job_detail),
     path("", include(router.urls)),
 ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from django.conf import settings
@@ -29,6 +28,19 @@ from llmqueue.jobs import job_cancel, job_retry, job_submit, jobs_submit_many, s
 from llmqueue.jobs.validation import payload_oversize
 from llmqueue.limits.ledger import usage_of
 from llmqueue.models import Endpoint, Job
+
+
+def wait_seconds(raw: str | None) -> float:
+    """?wait=N as seconds (0 when absent), or a 400 naming it."""
+    if raw is None:
+        return 0.0
+    try:
+        wait = float(raw)
+    except ValueError:
+        raise serializers.ValidationError({"wait": ["must be a number of seconds"]}) from None
+    if not 0 <= wait <= conf.MAX_WAIT_S:
+        raise serializers.ValidationError({"wait": [f"must be between 0 and {conf.MAX_WAIT_S:g}"]})
+    return wait
 
 
 def _check_body_size(request: Request, limit: int) -> None:
@@ -102,24 +114,10 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         ]
     )
     def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        job = self.get_object()
-        raw = request.query_params.get("wait")
-        if raw is not None:
-            try:
-                wait = float(raw)
-            except ValueError:
-                raise serializers.ValidationError(
-                    {"wait": ["must be a number of seconds"]}
-                ) from None
-            if not 0 <= wait <= conf.MAX_WAIT_S:
-                raise serializers.ValidationError(
-                    {"wait": [f"must be between 0 and {conf.MAX_WAIT_S:g}"]}
-                )
-            deadline = time.monotonic() + wait
-            while not job.is_terminal and time.monotonic() < deadline:
-                time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
-                job = self.get_object()
-        return Response(JobSerializer(job).data)
+        # ?wait=N is checked here and waited for around this view, without a thread
+        # (llmqueue.api.waiting): this answers at once.
+        wait_seconds(request.query_params.get("wait"))
+        return Response(JobSerializer(self.get_object()).data)
 
     @extend_schema(request=None, responses={200: JobSerializer, 409: None})
     @action(detail=True, methods=["post"])

@@ -29,7 +29,7 @@ def _counter(address: str, window: int) -> str:
 
 def client_address(request: HttpRequest) -> str:
     # REMOTE_ADDR only: X-Forwarded-For is the client's to forge. Behind a proxy, the proxy
-    # should set REMOTE_ADDR (e.g. gunicorn's --forwarded-allow-ips).
+    # should set REMOTE_ADDR (e.g. uvicorn's --proxy-headers with --forwarded-allow-ips).
     return str(request.META.get("REMOTE_ADDR") or "unknown")
 
 

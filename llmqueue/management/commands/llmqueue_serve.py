@@ -3,8 +3,8 @@
     manage.py llmqueue_serve --port 8000
 
 Ctrl-C (or SIGTERM) stops both; if either exits, the other is stopped too. For a fleet, run
-the web server (gunicorn project.wsgi) and `manage.py llmqueue_worker` as separate services
-instead (deploy/).
+the web server (uvicorn project.asgi:application, README) and `manage.py llmqueue_worker`
+as separate services instead (deploy/).
 """
 
 from __future__ import annotations
@@ -39,9 +39,12 @@ class Command(BaseCommand):
         # (the cluster's workers included), each by the signal that stops it cleanly: SIGINT
         # for the cluster (see llmqueue.worker.drain), SIGTERM for the web server (a shell may have
         # started us with SIGINT ignored, and children inherit that).
-        web = subprocess.Popen(
-            [*manage, "runserver", "--noreload", f"{host}:{port}"], start_new_session=True
-        )
+        # uvicorn, as in production (README): an ASGI server, so that requests waiting for
+        # their jobs (/v1, ?wait=) hold no thread (llmqueue.jobs.waiting).
+        # On a stop, waiting requests are cut off after 10 s (their jobs go on).
+        uvicorn = ["-m", "uvicorn", "project.asgi:application", "--no-access-log"]
+        listen = ["--host", host, "--port", str(port), "--timeout-graceful-shutdown", "10"]
+        web = subprocess.Popen([sys.executable, *uvicorn, *listen], start_new_session=True)
         workers = subprocess.Popen([*manage, "llmqueue_worker"], start_new_session=True)
         children = [(web, signal.SIGTERM), (workers, signal.SIGINT)]
         self.stdout.write(
