@@ -256,6 +256,8 @@ STATIC_URL = "static/"
 # collectstatic writes here for production; WhiteNoise serves it (and warns if it is missing).
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", LOCAL_DIR / "static"))
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+# The Files API's uploads and a batch's output files (llmqueue.jobs.files), via default_storage.
+MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", LOCAL_DIR / "media"))
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
