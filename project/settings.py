@@ -217,6 +217,11 @@ SPECTACULAR_SETTINGS = {
     # A null field is "null", not an enum member (DRF's choices with allow_null).
     "ENUM_ADD_EXPLICIT_BLANK_NULL_CHOICE": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Two "status" fields: a job's and a batch's.
+    "ENUM_NAME_OVERRIDES": {
+        "JobStatusEnum": "llmqueue.models.Status",
+        "BatchStatusEnum": "llmqueue.models.BatchStatus",
+    },
 }
 
 # A bulk request of 1000 jobs is well past Django's default 2.5 MB; the API enforces its own
