@@ -33,7 +33,7 @@ from llmqueue.calls.paths import v1_paths
 from llmqueue.conf import conf
 from llmqueue.errors import BatchInvalid, BatchStateError
 from llmqueue.jobs.expiry import jobs_expire
-from llmqueue.jobs.files import file_lines, file_write_lines
+from llmqueue.jobs.files import file_open, file_write_lines
 from llmqueue.jobs.intake import jobs_submit_many, served_models
 from llmqueue.jobs.jsonl import LineError, jsonl_parse
 from llmqueue.jobs.owner import jobs_retry
@@ -109,13 +109,14 @@ def batch_create(
         raise BatchInvalid("input_file_id", f"{input_file.filename} is not a batch input file")
     now = timezone.now()
     deadline = now + dt.timedelta(seconds=seconds)
-    parsed = jsonl_parse(
-        file_lines(input_file),
-        served=set(served_models()),
-        max_lines=int(conf.BATCH_MAX_LINES),
-        url=endpoint,
-        deadline=deadline,
-    )
+    with file_open(input_file) as lines:
+        parsed = jsonl_parse(
+            lines,
+            served=set(served_models()),
+            max_lines=int(conf.BATCH_MAX_LINES),
+            url=endpoint,
+            deadline=deadline,
+        )
     if not parsed.specs and not parsed.errors:
         parsed.errors.append(LineError(0, "", "the file holds no requests"))
     fields = {

@@ -72,10 +72,11 @@ def file_write_lines(*, owner_id: int, filename: str, lines: Iterable[bytes]) ->
         )
 
 
-def file_lines(file: File) -> Iterator[bytes]:
-    """The stored file's lines (with their newline), read as they are needed."""
-    with file.content.open("rb") as handle:
-        yield from handle
+def file_open(file: File) -> IO[bytes]:
+    """The stored file, open for reading (its lines, with their newline, as they are needed);
+    close it, e.g. with ``with``."""
+    handle: IO[bytes] = file.content.storage.open(file.content.name or "", "rb")
+    return handle
 
 
 def file_chunks(file: File) -> Iterator[bytes]:
