@@ -194,7 +194,9 @@ def batch_retry_dead(*, batch_id: int) -> int:
             _batch_move(
                 batch_id,
                 "retry",
-                (B.COMPLETED, B.EXPIRED, B.CANCELLED),
+                # finalizing too: the finalizer's end then matches nothing, and a later
+                # settle finalizes it again with these jobs' new ends
+                (B.COMPLETED, B.EXPIRED, B.CANCELLED, B.FINALIZING),
                 status=B.IN_PROGRESS,
                 output_file=None,
                 error_file=None,
@@ -243,6 +245,11 @@ def _batch_finalize(batch: Batch, counts: dict[str, int], *, now: dt.datetime) -
     else:
         claimed = _batch_move(batch.pk, "finalize", (was,), status=B.FINALIZING, finalizing_at=now)
     if not claimed:
+        return 0
+    # Read again now that it is ours: a retry of its dead jobs may have slipped in meanwhile.
+    counts = batch_counts(batch_ids=[batch.pk])[batch.pk]
+    if counts[Status.QUEUED] or counts[Status.RUNNING]:
+        _batch_move(batch.pk, "reopen", (B.FINALIZING,), status=was, finalizing_at=None)
         return 0
     output, errors = _batch_files(batch)
     if was == B.CANCELLING:

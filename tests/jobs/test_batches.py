@@ -9,7 +9,12 @@ from django.utils import timezone
 
 from llmqueue.errors import BatchInvalid
 from llmqueue.jobs import jobs_submit_many
-from llmqueue.jobs.batches import FINALIZING_STALE_S, batches_settle, window_seconds
+from llmqueue.jobs.batches import (
+    FINALIZING_STALE_S,
+    batch_retry_dead,
+    batches_settle,
+    window_seconds,
+)
 from llmqueue.models import Batch, BatchStatus, File, Job, Status
 from tests.factories import chat_spec
 
@@ -57,3 +62,15 @@ def test_a_batch_left_finalizing_by_a_dead_process_is_finalized_again(user, echo
     recent = timezone.now()
     Batch.objects.filter(pk=batch.pk).update(status=BatchStatus.FINALIZING, finalizing_at=recent)
     assert batches_settle() == 0  # another process is at it
+
+
+def test_retrying_dead_jobs_of_a_finalizing_batch_reopens_it(user, echo_endpoint):
+    batch, jobs = jobs_submit_many(owner=user, specs=[chat_spec()])
+    Job.objects.filter(pk=jobs[0].pk).update(status=Status.DEAD, error="no")
+    Batch.objects.filter(pk=batch.pk).update(
+        status=BatchStatus.FINALIZING, finalizing_at=timezone.now()
+    )
+    assert batch_retry_dead(batch_id=batch.pk) == 1
+    batch.refresh_from_db()
+    assert batch.status == BatchStatus.IN_PROGRESS
+    assert batches_settle() == 0  # its job is queued again
