@@ -74,6 +74,8 @@ class Defaults:
     READY_HEARTBEAT_S: float = 150.0
     #: the most lines (jobs) one JSONL batch upload may hold; all are queued in one transaction
     BATCH_MAX_LINES: int = 50000
+    #: the largest file the Files API takes (a batch's input), bytes
+    FILE_MAX_BYTES: int = 200 * 1024 * 1024
     #: calls per second to all endpoints together (0: no limit), with this burst (0: one
     #: second's worth)
     GLOBAL_RPS: float = 0.0

@@ -5,6 +5,8 @@
      ├── SubmitError           a submission the queue refuses (beyond field validation)
      │    ├── ModelNotServed   no enabled endpoint serves the payload's model
      │    └── OverLimit        the owner is over a rate limit or quota (API: 429)
+     │    └── BatchInvalid     a Batch API request's own fields are wrong (by field)
+     ├── BatchStateError       a batch was not in a state the action starts from
      ├── EndpointInvalid       an endpoint's settings break a rule (by field)
      └── ConfigurationError    a setting that cannot work
 
@@ -66,6 +68,20 @@ class OverLimit(SubmitError):
             f"over your limit of {limit} ({limit_name.replace('_', ' ')}); "
             f"it frees in {self.retry_after} s",
         )
+
+
+class BatchInvalid(SubmitError):
+    """A Batch API request (its input file, endpoint or completion window) that cannot be."""
+
+
+class BatchStateError(LLMQueueError):
+    """A batch action matched no row: the batch was not in a state the action starts from."""
+
+    def __init__(self, batch_id: int, action: str, status: str | None) -> None:
+        self.batch_id = batch_id
+        self.action = action
+        self.status = status
+        super().__init__(f"cannot {action} batch {batch_id}: it is {status or 'gone'}")
 
 
 class EndpointInvalid(LLMQueueError):

@@ -68,7 +68,7 @@ JOBS_SUBMITTED = Counter(
 )
 JOBS_FINISHED = Counter(
     "llmqueue_jobs_finished",
-    "Jobs that reached a terminal status, by that status (succeeded, dead, cancelled).",
+    "Jobs that reached a terminal status, by that status (succeeded, dead, cancelled, expired).",
     ["outcome"],
 )
 ATTEMPTS = Counter(

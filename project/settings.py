@@ -218,6 +218,11 @@ SPECTACULAR_SETTINGS = {
     # A null field is "null", not an enum member (DRF's choices with allow_null).
     "ENUM_ADD_EXPLICIT_BLANK_NULL_CHOICE": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Two "status" fields: a job's and a batch's.
+    "ENUM_NAME_OVERRIDES": {
+        "JobStatusEnum": "llmqueue.models.Status",
+        "BatchStatusEnum": "llmqueue.models.BatchStatus",
+    },
 }
 
 # A bulk request of 1000 jobs is well past Django's default 2.5 MB; the API enforces its own
@@ -257,6 +262,8 @@ STATIC_URL = "static/"
 # collectstatic writes here for production; WhiteNoise serves it (and warns if it is missing).
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", LOCAL_DIR / "static"))
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+# The Files API's uploads and a batch's output files (llmqueue.jobs.files), via default_storage.
+MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", LOCAL_DIR / "media"))
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},

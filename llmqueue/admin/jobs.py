@@ -29,6 +29,7 @@ _TONES = {
     "running": "info",
     "queued": "warn",
     "cancelled": "warn",
+    "expired": "warn",
 }
 
 
@@ -159,7 +160,17 @@ class JobAdminBase(admin.ModelAdmin):
             ],
         ),
         ("Request and answer", ["payload_json", "result_json", "error"]),
-        ("Times", ["created_at", "available_at", "started_at", "finished_at", "lease_expires_at"]),
+        (
+            "Times",
+            [
+                "created_at",
+                "available_at",
+                "deadline",
+                "started_at",
+                "finished_at",
+                "lease_expires_at",
+            ],
+        ),
     ]
     #: shown otherwise (endpoint_link, payload_json, result_json) or internal
     hidden = {"id", "endpoint", "payload", "result", "lease_token"}

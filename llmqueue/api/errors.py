@@ -9,7 +9,7 @@ from rest_framework.exceptions import APIException
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from llmqueue.errors import OverLimit, SubmitError, TransitionError
+from llmqueue.errors import BatchStateError, OverLimit, SubmitError, TransitionError
 
 
 class PayloadTooLarge(APIException):
@@ -21,7 +21,7 @@ class PayloadTooLarge(APIException):
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    if isinstance(exc, TransitionError):
+    if isinstance(exc, TransitionError | BatchStateError):
         return Response({"detail": str(exc), "status": exc.status}, status=status.HTTP_409_CONFLICT)
     if isinstance(exc, OverLimit):
         return Response(

@@ -37,6 +37,14 @@ class JobSubmitSerializer(serializers.Serializer):
         help_text="seconds: accept only a cached answer younger than this, and keep this "
         "job's answer no longer (at most LLMQUEUE_CACHE_TTL_S)",
     )
+    deadline = serializers.DateTimeField(
+        required=False,
+        allow_null=True,
+        help_text="ISO 8601: still queued then, the job ends expired without an upstream call",
+    )
+    expires_in = serializers.IntegerField(
+        required=False, allow_null=True, help_text="seconds from now, instead of a deadline"
+    )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         # The size is the view's 413, checked before parsing; not a 400 here.
@@ -106,6 +114,7 @@ class JobSerializer(serializers.ModelSerializer):
             "finished_at",
             "idempotency_key",
             "batch",
+            "deadline",
         ]
         read_only_fields = fields
 
@@ -139,6 +148,7 @@ class JobSerializer(serializers.ModelSerializer):
             "finished_at": when(job.finished_at),
             "idempotency_key": job.idempotency_key,
             "batch": job.batch_id,
+            "deadline": when(job.deadline),
         }
 
 

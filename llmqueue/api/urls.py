@@ -11,6 +11,7 @@ from drf_spectacular.views import (
 )
 from rest_framework.routers import DefaultRouter
 
+from llmqueue.api.batches import BatchViewSet
 from llmqueue.api.views import EndpointViewSet, JobViewSet, StatsView, UsageView
 from llmqueue.api.waiting import job_detail
 
@@ -19,6 +20,7 @@ app_name = "api"
 router = DefaultRouter()
 router.register("jobs", JobViewSet, basename="job")
 router.register("endpoints", EndpointViewSet, basename="endpoint")
+router.register("batches", BatchViewSet, basename="batch")
 
 urlpatterns = [
     path("stats/", StatsView.as_view(), name="stats"),

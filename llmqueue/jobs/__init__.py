@@ -5,10 +5,11 @@ writes ``Job.status`` (``transitions``' executor).
                  ^  │               │
                  │  cancel          ├──retry_later──> queued   (backoff, Retry-After)
                  │  │               ├──refund───────> queued   (not the job's fault: attempt back)
-                 │  │               ├──release──────> queued   (its worker is shutting down)
-                 │  v               ├──dead_letter──> dead     (refused, or attempts spent)
+                 │  │ expire        ├──release──────> queued   (its worker is shutting down)
+                 │  v  └─> expired  ├──dead_letter──> dead     (refused, or attempts spent)
                  │ cancelled        ├──reap─────────> queued   (lease expired: worker died)
-                 │                  └──reap_dead────> dead     (... on its last attempt)
+                 │  (its deadline   └──reap_dead────> dead     (... on its last attempt)
+                 │   passed queued: never called upstream; llmqueue.jobs.expiry)
                  └───────retry─────── dead | cancelled
     submit ──(cached answer)──> succeeded                    (cache_hit; llmqueue.cache)
     queued follower ──follow_through──> succeeded            (cache_hit: single-flight)
@@ -44,6 +45,7 @@ from llmqueue.jobs.claims import (
     queue_has_due,
     queue_next_due,
 )
+from llmqueue.jobs.expiry import jobs_expire
 from llmqueue.jobs.intake import JobSpec, job_submit, jobs_submit_many, served_models
 from llmqueue.jobs.owner import job_cancel, job_retry, jobs_retry
 from llmqueue.jobs.transitions import ALLOWED
@@ -59,6 +61,7 @@ __all__ = [
     "job_retry",
     "job_submit",
     "jobs_claim_planned",
+    "jobs_expire",
     "jobs_reap",
     "jobs_record",
     "jobs_release",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, IntegrityError, transaction
@@ -32,6 +32,7 @@ from llmqueue.jobs.singleflight import by_cache, cache_wanted
 from llmqueue.jobs.transitions import wake_on_commit
 from llmqueue.jobs.validation import (
     PRIORITY_DEFAULT,
+    deadline_of,
     payload_oversize,
     payload_problems,
     spec_problems,
@@ -57,6 +58,8 @@ class JobSpec:
     custom_id: str = ""
     #: accept only a cached answer younger than this, and keep this job's no longer, seconds
     cache_ttl: int | None = None
+    #: still queued at this time, the job expires without an upstream call (None: never)
+    deadline: dt.datetime | None = None
 
 
 #: the field a payload's own problems are reported under
@@ -73,6 +76,8 @@ def job_spec_check(
     cache: Any = True,
     cache_ttl: Any = None,
     custom_id: str = "",
+    deadline: Any = None,
+    expires_in: Any = None,
     size: bool = True,
 ) -> tuple[JobSpec | None, dict[str, list[str]]]:
     """(the spec, {}) when the values make a valid job, else (None, {field: [reasons]}).
@@ -80,7 +85,9 @@ def job_spec_check(
     Payload problems come under "payload" as "path: reason" strings, a payload over the size
     limit as "payload: is N bytes; the limit is M bytes" (``size=False`` leaves that to an
     edge that answers it apart, as the API's 413 does). Whether a model is served is decided
-    at submission (``ModelNotServed``), since endpoints change meanwhile.
+    at submission (``ModelNotServed``), since endpoints change meanwhile. ``deadline`` (an
+    aware datetime or ISO 8601 text) or ``expires_in`` (seconds from now) gives the job a
+    deadline, reported under its own field.
     """
     problems = spec_problems(
         kind=kind,
@@ -90,6 +97,8 @@ def job_spec_check(
         cache=cache,
         cache_ttl=cache_ttl,
     )
+    when, late = deadline_of(deadline=deadline, expires_in=expires_in, now=timezone.now())
+    problems.update(late)
     if "kind" not in problems:
         if found := payload_problems(kind, payload):
             problems[PAYLOAD] = found
@@ -106,6 +115,7 @@ def job_spec_check(
         cache=cache,
         custom_id=custom_id,
         cache_ttl=cache_ttl,
+        deadline=when,
     )
     return spec, {}
 
@@ -148,6 +158,7 @@ def _new_jobs(*, owner: Any, specs: Iterable[JobSpec], now: dt.datetime) -> list
             tokens_estimate=estimate_tokens(spec.kind, spec.payload),
             cache_key=key(spec.kind, spec.payload, spec.cache),
             cache_ttl=spec.cache_ttl,
+            deadline=spec.deadline,
         )
         for spec in specs
     ]
@@ -187,9 +198,14 @@ def job_submit(*, owner: Any, spec: JobSpec) -> tuple[Job, bool]:
 
 
 def jobs_submit_many(
-    *, owner: Any, specs: Sequence[JobSpec], name: str = ""
+    *,
+    owner: Any,
+    specs: Sequence[JobSpec],
+    name: str = "",
+    batch_fields: Mapping[str, Any] | None = None,
 ) -> tuple[Batch, list[Job]]:
-    """Queue many jobs as one Batch: all of them, or (on any error) none.
+    """Queue many jobs as one Batch (with ``batch_fields`` set on it: the Batch API's): all
+    of them, or (on any error) none.
 
     Specs whose idempotency key this owner already used return the existing job instead.
     Cache hits and single-flight work as in ``job_submit``; identical specs of one batch
@@ -213,7 +229,7 @@ def jobs_submit_many(
     insert = InstancesInsert(fresh, late=_DECIDED_LOCKED)
     with writer_turn(), transaction.atomic():
         _admit(owner, fresh)
-        batch = Batch.objects.create(owner=owner, name=name)
+        batch = Batch.objects.create(owner=owner, name=name, **(batch_fields or {}))
         for job in fresh:
             job.batch_id = batch.pk
         twins = by_cache(fresh, wanted, found, now=now, single=False) if wanted else []

@@ -10,6 +10,9 @@ page and ``manage.py llmqueue_cache_warm``) both read their files here. A line i
     {"kind": "chat", "payload": {...},                 llmqueue's own shape (``cache_ttl``
      "cache_ttl": 600}                                 optional, in seconds)
 
+Any line may carry ``deadline`` (ISO 8601) or ``expires_in`` (seconds): its job's own deadline,
+in place of the file's.
+
 Every bad line is reported with its number, the field and the reason (``LineError``); the
 caller decides what a bad line means (an upload lists them all, warming stops at the first).
 Blank lines are skipped. Each line's spec is checked by ``job_spec_check``, like any job's.
@@ -114,15 +117,25 @@ def _request(line: dict[str, Any]) -> tuple[dict[str, Any], Problems]:
 
 
 def jsonl_line_parse(
-    line: dict[str, Any], *, served: set[str] | None = None, **common: Any
+    line: dict[str, Any],
+    *,
+    served: set[str] | None = None,
+    url: str | None = None,
+    **common: Any,
 ) -> tuple[JobSpec | None, Problems]:
     """One decoded line: (a spec, []) or (None, [(field, reason), ...]).
 
-    ``common`` are the file's settings for every job (priority, max_attempts); ``served``,
-    when given, refuses a model no enabled endpoint serves (else submission decides it)."""
+    ``common`` are the file's settings for every job (priority, max_attempts, deadline);
+    ``served``, when given, refuses a model no enabled endpoint serves (else submission decides
+    it); ``url``, when given, is the one path every line must name (a Batch API batch's)."""
     request, problems = _request(line)
     if problems:
         return None, problems
+    if url is not None and (line.get("url") != url or "body" not in line):
+        got = line.get("url")
+        return None, [("url", f"must be {url}, the batch's endpoint; got {got!r}")]
+    if "deadline" in line or "expires_in" in line:
+        common = {**common, "deadline": line.get("deadline"), "expires_in": line.get("expires_in")}
     custom_id = request.pop("custom_id", "")
     if not isinstance(custom_id, str | int) or len(str(custom_id)) > CUSTOM_ID_MAX:
         return None, [("custom_id", f"must be a string of at most {CUSTOM_ID_MAX} characters")]
@@ -162,6 +175,7 @@ def jsonl_parse(
     *,
     served: set[str] | None = None,
     max_lines: int | None = None,
+    url: str | None = None,
     **common: Any,
 ) -> JsonlFile:
     """Read a whole file (any iterable of lines, e.g. an UploadedFile or an open file).
@@ -187,7 +201,7 @@ def jsonl_parse(
             reason = f"the file has more than {max_lines} requests"
             out.errors.append(LineError(number, "", reason))
             break
-        spec, problems = jsonl_line_parse(line, served=served, **common)
+        spec, problems = jsonl_line_parse(line, served=served, url=url, **common)
         if spec is not None and spec.custom_id:
             if spec.custom_id in seen_ids:
                 first = seen_ids[spec.custom_id]

@@ -38,6 +38,7 @@ def _requeued(now: dt.datetime) -> dict[str, Any]:
         "available_at": now,
         "finished_at": None,
         "follows": None,  # a retried follower runs on its own
+        "deadline": None,  # asked to run again: a deadline that passed would expire it at once
     }
 
 

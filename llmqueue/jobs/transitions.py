@@ -25,7 +25,7 @@ from llmqueue.errors import TransitionError
 from llmqueue.models import Job, Status, status_literals
 
 QUEUED, RUNNING, SUCCEEDED = Status.QUEUED, Status.RUNNING, Status.SUCCEEDED
-DEAD, CANCELLED = Status.DEAD, Status.CANCELLED
+DEAD, CANCELLED, EXPIRED = Status.DEAD, Status.CANCELLED, Status.EXPIRED
 
 
 class Transition(NamedTuple):
@@ -49,6 +49,7 @@ TRANSITIONS: dict[str, Transition] = {
     "reap": Transition((RUNNING,), QUEUED, True, "its lease expired: runs again"),
     "reap_dead": Transition((RUNNING,), DEAD, True, "lease expired, last attempt"),
     "cancel": Transition((QUEUED,), CANCELLED, False, "by its owner or an operator"),
+    "expire": Transition((QUEUED,), EXPIRED, False, "its deadline passed before it ran"),
     "retry": Transition((DEAD, CANCELLED), QUEUED, False, "run again from scratch"),
     "follow_through": Transition((QUEUED,), SUCCEEDED, False, "takes its leader's answer"),
     "follower_release": Transition((QUEUED,), QUEUED, False, "leader failed: runs alone"),

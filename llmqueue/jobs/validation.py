@@ -12,8 +12,11 @@ that a caller with 1000 jobs can find the one that is wrong; ``spec_problems`` r
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 from typing import Any
+
+from django.utils.dateparse import parse_datetime
 
 from llmqueue.conf import conf
 from llmqueue.models import Kind
@@ -134,6 +137,37 @@ def spec_problems(
         elif found := _bounds(cache_ttl, 1):
             problems["cache_ttl"] = found
     return problems
+
+
+#: the longest a job may wait for its deadline: 30 days, seconds
+EXPIRES_IN_MAX = 30 * 86400
+
+
+def deadline_of(
+    *, deadline: Any, expires_in: Any, now: dt.datetime
+) -> tuple[dt.datetime | None, dict[str, list[str]]]:
+    """A job's deadline from either field (an aware datetime or ISO 8601 text, or seconds
+    from ``now``): (the deadline or None, {}) or (None, {field: [reasons]})."""
+    if deadline is not None and expires_in is not None:
+        return None, {"deadline": ["give deadline or expires_in, not both"]}
+    if expires_in is not None:
+        if not _is_int(expires_in):
+            return None, {"expires_in": ["must be an integer number of seconds"]}
+        if found := _bounds(expires_in, 1, EXPIRES_IN_MAX):
+            return None, {"expires_in": found}
+        return now + dt.timedelta(seconds=expires_in), {}
+    if deadline is None:
+        return None, {}
+    when = parse_datetime(deadline) if isinstance(deadline, str) else deadline
+    if not isinstance(when, dt.datetime):
+        return None, {"deadline": ["must be an ISO 8601 date and time, e.g. 2026-01-31T12:00:00Z"]}
+    if when.tzinfo is None:
+        return None, {"deadline": ["must name its time zone (e.g. Z or +02:00)"]}
+    if when <= now:
+        return None, {"deadline": ["is in the past"]}
+    if when > now + dt.timedelta(seconds=EXPIRES_IN_MAX):
+        return None, {"deadline": [f"must be at most {EXPIRES_IN_MAX // 86400} days away"]}
+    return when, {}
 
 
 def _is_int(value: Any) -> bool:

@@ -1,4 +1,4 @@
-"""A /v1 request -> its caller, and a job through the one intake (sync: run in sync_to_async).
+"""A /v1 request -> a job through the one intake (sync: run in sync_to_async).
 
 What OpenAI puts in the body stays in the payload; what is ours comes in headers, so that an
 unmodified SDK works and a client that knows llmqueue can ask for more:
@@ -16,9 +16,6 @@ import json
 from typing import Any
 
 from django.http import HttpRequest
-from rest_framework.exceptions import APIException, Throttled
-from rest_framework.request import Request
-from rest_framework.settings import api_settings
 
 from llmqueue.errors import ModelNotServed, OverLimit
 from llmqueue.jobs.intake import job_spec_check, job_submit
@@ -35,34 +32,6 @@ HEADER_NAMES = {
 #: what a client may ask of the upstream but a queue answers itself: the upstream is always
 #: called without streaming, and the finished body is sent as events (``llmqueue.openai.answers``)
 STREAM_FIELDS = ("stream", "stream_options")
-
-
-def caller(request: HttpRequest) -> Any:
-    """The user the request's key belongs to, by the REST API's own authenticators (its
-    settings, ``DEFAULT_AUTHENTICATION_CLASSES``): Bearer and Token keys, their failure
-    counting, the lockout of a guessing address. Raises OpenAIError 401 or 429."""
-    classes: Any = api_settings.DEFAULT_AUTHENTICATION_CLASSES  # the classes, once loaded
-    drf = Request(request, authenticators=[a() for a in classes])
-    try:
-        user = drf.user
-    except Throttled as exc:
-        wait = str(int(getattr(exc, "wait", None) or 1))
-        raise OpenAIError(
-            429,
-            str(exc.detail),
-            type="requests",
-            code="rate_limit_exceeded",
-            headers={"Retry-After": wait},
-        ) from None
-    except APIException as exc:
-        raise OpenAIError(401, str(exc.detail), code="invalid_api_key") from None
-    if user is None or not user.is_authenticated:
-        raise OpenAIError(
-            401,
-            "You didn't provide an API key: send it as 'Authorization: Bearer <key>'.",
-            code="invalid_api_key",
-        )
-    return user
 
 
 def body_of(request: HttpRequest) -> dict[str, Any]:

@@ -19,8 +19,8 @@ from llmqueue.jobs.intake import served_models
 from llmqueue.jobs.waiting import job_wait, request_thread_release
 from llmqueue.models import Job, Kind
 from llmqueue.openai.answers import answer_of, still_waiting
-from llmqueue.openai.errors import OpenAIError, bad_request
-from llmqueue.openai.submission import body_of, call_submit, caller
+from llmqueue.openai.errors import OpenAIError, bad_request, caller
+from llmqueue.openai.submission import body_of, call_submit
 
 #: what the SDK sends as its read time-out, seconds: the answer must reach it before that
 TIMEOUT_HEADER = "X-Stainless-Read-Timeout"

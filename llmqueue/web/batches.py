@@ -1,4 +1,5 @@
-"""Batch pages: upload a JSONL file, watch its progress, download its results as JSONL."""
+"""Batch pages: upload a JSONL file, watch its progress, download its results as JSONL, cancel
+it. The Batch API's batches (``/v1/batches``) are here too, with their output and error files."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from llmqueue.errors import SubmitError
-from llmqueue.jobs import jobs_retry, jobs_submit_many, selectors
+from llmqueue.errors import BatchStateError, SubmitError
+from llmqueue.jobs import batches as batch_service
+from llmqueue.jobs import jobs_submit_many, selectors
 from llmqueue.models import Batch, Status
 from llmqueue.web.forms import BatchUploadForm
 from llmqueue.web.views import POLL_MS
@@ -27,6 +29,8 @@ def _batch_of(request: HttpRequest, pk: int) -> Batch:
 @login_required
 def batch_list(request: HttpRequest) -> HttpResponse:
     page = Paginator(selectors.batches_of(owner=request.user), 25).get_page(request.GET.get("page"))
+    if batch_service.batches_settle(batch_ids=[b.pk for b in page]):
+        page = Paginator(selectors.batches_of(owner=request.user), 25).get_page(page.number)
     counts = selectors.batch_counts(batch_ids=[b.pk for b in page])
     rows = [{"batch": b, "counts": counts[b.pk]} for b in page]
     return render(request, "llmqueue/batch_list.html", {"page": page, "rows": rows})
@@ -55,6 +59,7 @@ def batch_new(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def batch_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    batch_service.batches_settle(batch_ids=[pk])
     batch = _batch_of(request, pk)
     counts = selectors.batch_counts(batch_ids=[batch.pk])[batch.pk]
     return render(
@@ -92,6 +97,19 @@ def batch_results(request: HttpRequest, pk: int) -> StreamingHttpResponse:
 @require_POST
 def batch_retry_dead(request: HttpRequest, pk: int) -> HttpResponse:
     batch = _batch_of(request, pk)
-    n = jobs_retry(job_ids=batch.jobs.filter(status=Status.DEAD).values_list("pk", flat=True))
+    n = batch_service.batch_retry_dead(batch_id=batch.pk)
     messages.success(request, f"Queued {n} dead job(s) of this batch again.")
+    return redirect("batch-detail", pk=batch.pk)
+
+
+@login_required
+@require_POST
+def batch_cancel_page(request: HttpRequest, pk: int) -> HttpResponse:
+    batch = _batch_of(request, pk)
+    try:
+        n = batch_service.batch_cancel(batch_id=batch.pk)
+    except BatchStateError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Cancelled {n} queued job(s); running ones finish.")
     return redirect("batch-detail", pk=batch.pk)

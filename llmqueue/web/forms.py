@@ -6,6 +6,7 @@ import json
 from typing import Any, cast
 
 from django import forms
+from django.utils import timezone
 
 from llmqueue.conf import conf
 from llmqueue.jobs import JobSpec, served_models
@@ -15,6 +16,7 @@ from llmqueue.jobs.validation import (
     PRIORITY_DEFAULT,
     PRIORITY_MAX,
     PRIORITY_MIN,
+    deadline_of,
     spec_problems,
 )
 from llmqueue.models import Kind, Status
@@ -34,6 +36,22 @@ def _priority_input() -> forms.NumberInput:
 
 def _attempts_input(field: forms.Field) -> None:
     field.widget.attrs.update(min=1, max=conf.MAX_ATTEMPTS_LIMIT)
+
+
+def _deadline_fields() -> tuple[forms.DateTimeField, forms.IntegerField]:
+    """A job's optional deadline, as a time or as seconds from now (the intake checks both)."""
+    return (
+        forms.DateTimeField(
+            required=False,
+            widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+            help_text="optional, UTC: still queued then, the job expires without a call",
+        ),
+        forms.IntegerField(
+            label="Expires in (seconds)",
+            required=False,
+            help_text="optional, instead of a deadline",
+        ),
+    )
 
 
 def _add_spec_problems(form: forms.Form, problems: dict[str, list[str]]) -> None:
@@ -80,6 +98,7 @@ class JobForm(forms.Form):
         initial=PRIORITY_DEFAULT, help_text="0-9, higher runs first", widget=_priority_input()
     )
     max_attempts = forms.IntegerField(required=False)
+    deadline, expires_in = _deadline_fields()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -146,6 +165,8 @@ class JobForm(forms.Form):
             payload=payload,
             priority=data["priority"],
             max_attempts=data.get("max_attempts"),
+            deadline=data.get("deadline"),
+            expires_in=data.get("expires_in"),
         )
         _add_spec_problems(self, problems)
         for problem in problems.get(PAYLOAD, []):
@@ -203,6 +224,7 @@ class BatchUploadForm(forms.Form):
         initial=PRIORITY_DEFAULT, help_text="for every job", widget=_priority_input()
     )
     max_attempts = forms.IntegerField(required=False)
+    deadline, expires_in = _deadline_fields()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -217,9 +239,14 @@ class BatchUploadForm(forms.Form):
             return data
         common = {"priority": data["priority"], "max_attempts": data.get("max_attempts")}
         _add_spec_problems(self, spec_problems(kind=Kind.CHAT, **common))
+        # One deadline for the whole file (a line may name its own).
+        deadline, late = deadline_of(
+            deadline=data.get("deadline"), expires_in=data.get("expires_in"), now=timezone.now()
+        )
+        _add_spec_problems(self, late)
         if self.errors:  # one bad setting would otherwise be named on every line
             return data
-        self.parsed = batch_file_parse(data["file"], **common)
+        self.parsed = batch_file_parse(data["file"], **common, deadline=deadline)
         if self.parsed.errors:
             self.add_error("file", self.parsed.summary())
         return data

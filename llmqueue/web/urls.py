@@ -17,6 +17,7 @@ urlpatterns = [
     path("batches/<int:pk>/progress/", batches.batch_progress, name="batch-progress"),
     path("batches/<int:pk>/results.jsonl", batches.batch_results, name="batch-results"),
     path("batches/<int:pk>/retry-dead/", batches.batch_retry_dead, name="batch-retry-dead"),
+    path("batches/<int:pk>/cancel/", batches.batch_cancel_page, name="batch-cancel"),
     path("keys/", keys.key_list, name="key-list"),
     path("keys/<int:pk>/revoke/", keys.key_revoke, name="key-revoke"),
     *[path(f"demo{V1}{p}", demo.demo_call, {"kind": kind}) for kind, p in KIND_PATHS.items()],

@@ -42,6 +42,7 @@ from llmqueue.jobs import (
     Claim,
     attempt_usages,
     jobs_claim_planned,
+    jobs_expire,
     jobs_reap,
     jobs_record,
     jobs_release,
@@ -49,6 +50,7 @@ from llmqueue.jobs import (
     queue_has_due,
     queue_next_due,
 )
+from llmqueue.jobs.batches import batches_settle
 from llmqueue.limits.ledger import buckets_reconcile
 from llmqueue.models import DrainSlot, Outcome
 from llmqueue.worker.batching import Batcher, batch_key, batching_enabled
@@ -118,16 +120,19 @@ def drain_wake(jobs: int = 1) -> None:
 
 
 def housekeeping() -> dict[str, int]:
-    """Every minute: requeue jobs whose worker died, start a drain if work waits unseen, and
-    make sure the health checker runs."""
+    """Every minute: requeue jobs whose worker died, expire those past their deadline, settle
+    batches whose jobs all ended, start a drain if work waits unseen, and make sure the health
+    checker runs."""
     health_wake()
     reaped = slots_reap_dead() + jobs_reap()
+    expired = jobs_expire()
+    settled = batches_settle()
     due = queue_next_due()
     woke = 0
     if due is not None and due <= timezone.now() + timedelta(seconds=60) and slots_live() == 0:
         _enqueue_drain()
         woke = 1
-    return {"reaped": reaped, "woke": woke}
+    return {"reaped": reaped, "expired": expired, "settled": settled, "woke": woke}
 
 
 # --- the drain ----------------------------------------------------------------------------------
@@ -243,6 +248,7 @@ class Drainer:
         kept = slot_beat(self.slot)
         jobs_renew(tokens=tokens)
         jobs_reap()
+        jobs_expire()
         return kept
 
     def _reap_dead(self) -> None:

@@ -131,6 +131,8 @@ def _candidates_sql() -> str:
     sql = (
         f"SELECT {{columns}} FROM {{table}} WHERE status = {status_literals([Status.QUEUED])} "
         "AND model = %s AND available_at <= %s AND follows_id IS NULL "
+        # past its deadline a job is never called; the expiry sweep ends it (llmqueue.jobs.expiry)
+        "AND (deadline IS NULL OR deadline > %s) "
         "ORDER BY priority DESC, fair_seq, id LIMIT %s"
     )
     if connection.features.has_select_for_update_skip_locked:
@@ -145,7 +147,7 @@ def _candidates(room: dict[str, int], *, limit: int, now: dt.datetime) -> list[C
     sql = _candidates_sql()
     for model, free in room.items():
         # Twice what fits: some may be held back by their owner's limits.
-        rows = rows_read(Job, _CANDIDATE, sql, [model, due, 2 * min(free, limit)])
+        rows = rows_read(Job, _CANDIDATE, sql, [model, due, due, 2 * min(free, limit)])
         candidates.extend(
             Candidate((-p, seq, pk), model, owner, tokens, pin)
             for pk, p, seq, owner, tokens, pin in rows

@@ -85,6 +85,7 @@ def test_warming_submits_jobs_in_chunks_and_reports_progress(user, echo_endpoint
         "succeeded": 4,
         "dead": 0,
         "cancelled": 0,
+        "expired": 0,
         "total": 4,
         "done": 4,
     }

@@ -22,6 +22,7 @@ pytestmark = pytest.mark.django_db
 
 JOB_FIELDS = {
     "id",
+    "deadline",
     "status",
     "kind",
     "priority",
