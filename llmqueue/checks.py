@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -12,84 +13,123 @@ from llmqueue.db.fields import FieldKeyError, field_fernet
 from llmqueue.endpoints.pools import breaker_settings
 from llmqueue.policies.balancer import STRATEGIES
 
+#: each rule: its code, what must hold of the parsed settings ``v``, the message and a hint
+RULES: list[tuple[str, Callable[[dict[str, Any]], bool], str, str]] = [
+    (
+        "E001",
+        lambda v: v["MAX_ATTEMPTS"] >= 1,
+        "LLMQUEUE MAX_ATTEMPTS must be at least 1.",
+        "Use 5.",
+    ),
+    (
+        "E002",
+        lambda v: 1 <= v["MAX_ATTEMPTS"] <= v["MAX_ATTEMPTS_LIMIT"],
+        "LLMQUEUE MAX_ATTEMPTS must not exceed MAX_ATTEMPTS_LIMIT.",
+        "Raise MAX_ATTEMPTS_LIMIT or lower MAX_ATTEMPTS.",
+    ),
+    (
+        "E003",
+        lambda v: 0 < v["BACKOFF_BASE_S"] <= v["BACKOFF_CAP_S"],
+        "LLMQUEUE BACKOFF_BASE_S must be positive and at most BACKOFF_CAP_S.",
+        "For example BACKOFF_BASE_S=1, BACKOFF_CAP_S=300.",
+    ),
+    (
+        "E004",
+        lambda v: v["DRAIN_CONCURRENCY"] >= 1,
+        "LLMQUEUE DRAIN_CONCURRENCY must be >= 1.",
+        "Use 64.",
+    ),
+    (
+        "E005",
+        lambda v: v["DRAINS_PER_HOST"] >= 1,
+        "LLMQUEUE DRAINS_PER_HOST must be >= 1.",
+        "Use 2.",
+    ),
+    (
+        "E006",
+        lambda v: v["HEARTBEAT_S"] * 3 <= v["LEASE_S"],
+        "LLMQUEUE HEARTBEAT_S must be at most a third of LEASE_S.",
+        "A drain renews its leases every HEARTBEAT_S; a lease must survive a missed renewal.",
+    ),
+    (
+        "E007",
+        lambda v: v["HEARTBEAT_S"] * 2 <= v["SLOT_STALE_S"],
+        "LLMQUEUE HEARTBEAT_S must be at most half of SLOT_STALE_S.",
+        "Otherwise a live drain's slot looks abandoned between two heartbeats.",
+    ),
+    (
+        "E008",
+        lambda v: v["MAX_PAYLOAD_BYTES"] >= 1024,
+        "LLMQUEUE MAX_PAYLOAD_BYTES is too small.",
+        "Use 1048576.",
+    ),
+    (
+        "E009",
+        lambda v: 1 <= v["MAX_BULK_JOBS"] <= 10000,
+        "LLMQUEUE MAX_BULK_JOBS must be between 1 and 10000.",
+        "Use 1000.",
+    ),
+    (
+        "E010",
+        lambda v: (
+            v["BALANCER"] in STRATEGIES
+            and all(v in STRATEGIES for v in (v["BALANCER_BY_MODEL"] or {}).values())
+        ),
+        "LLMQUEUE BALANCER and BALANCER_BY_MODEL must name known strategies.",
+        f"Known: {', '.join(sorted(STRATEGIES))}.",
+    ),
+    (
+        "E012",
+        lambda v: v["BREAKER_PROBE_TIMEOUT_S"] > v["UPSTREAM_TIMEOUT_S"],
+        "LLMQUEUE BREAKER_PROBE_TIMEOUT_S must exceed UPSTREAM_TIMEOUT_S.",
+        "A probe still waiting for its answer would otherwise be taken for lost.",
+    ),
+    (
+        "E013",
+        lambda v: (
+            v["HEALTH_INTERVAL_S"] > 0
+            and v["HEALTH_TIMEOUT_S"] > 0
+            and v["HEALTH_UNHEALTHY_AFTER"] >= 1
+            and v["HEALTH_HEALTHY_AFTER"] >= 1
+        ),
+        "LLMQUEUE HEALTH_* settings cannot work.",
+        "Interval and timeout > 0 seconds, thresholds >= 1.",
+    ),
+    (
+        "E018",
+        lambda v: v["LIMIT_BURST_S"] > 0 and v["LIMIT_TOKENS_BURST_S"] > 0,
+        "LLMQUEUE LIMIT_BURST_S and LIMIT_TOKENS_BURST_S must be > 0 seconds.",
+        "Use 1 and 60 (at most 60: a bucket never holds more than its minute).",
+    ),
+    (
+        "E019",
+        lambda v: v["KEY_FAILURES_PER_WINDOW"] >= 1 and v["KEY_FAILURE_WINDOW_S"] >= 1,
+        "LLMQUEUE KEY_FAILURES_PER_WINDOW and KEY_FAILURE_WINDOW_S must be at least 1.",
+        "Use 20 wrong keys per 300 seconds.",
+    ),
+    (
+        "E020",
+        lambda v: 1 <= v["EMBED_BATCH_MAX"] <= 2048 and 0 <= v["EMBED_BATCH_WAIT_MS"] <= 10000,
+        "LLMQUEUE EMBED_BATCH_MAX must be 1-2048 and EMBED_BATCH_WAIT_MS 0-10000.",
+        "Use 64 and 20 (2048 inputs is OpenAI's limit per call); EMBED_BATCHING=false turns "
+        "merging off.",
+    ),
+]
+
 
 @register(Tags.compatibility)
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
-    errors: list[Error] = []
-
-    def need(ok: bool, code: str, msg: str, hint: str) -> None:
-        if not ok:
-            errors.append(Error(msg, hint=hint, id=f"llmqueue.{code}"))
-
-    try:
-        field_fernet()
-    except FieldKeyError as exc:
-        errors.append(
-            Error(
-                str(exc),
-                hint='Generate one with python -c "from cryptography.fernet import Fernet; '
-                'print(Fernet.generate_key().decode())"',
-                id="llmqueue.E017",
-            )
-        )
+    errors = _field_keys()
     unusable = _unusable_settings()
     if unusable:
-        return errors + unusable  # the checks below need every value parsed
+        return errors + unusable  # the rules below need every value parsed
     try:
         values = {name: getattr(conf, name) for name in conf.names()}
     except (TypeError, ValueError) as exc:
         return [Error(f"an LLMQUEUE_* setting cannot be parsed: {exc}", id="llmqueue.E000")]
-    need(values["MAX_ATTEMPTS"] >= 1, "E001", "LLMQUEUE MAX_ATTEMPTS must be at least 1.", "Use 5.")
-    need(
-        1 <= values["MAX_ATTEMPTS"] <= values["MAX_ATTEMPTS_LIMIT"],
-        "E002",
-        "LLMQUEUE MAX_ATTEMPTS must not exceed MAX_ATTEMPTS_LIMIT.",
-        "Raise MAX_ATTEMPTS_LIMIT or lower MAX_ATTEMPTS.",
-    )
-    need(
-        0 < values["BACKOFF_BASE_S"] <= values["BACKOFF_CAP_S"],
-        "E003",
-        "LLMQUEUE BACKOFF_BASE_S must be positive and at most BACKOFF_CAP_S.",
-        "For example BACKOFF_BASE_S=1, BACKOFF_CAP_S=300.",
-    )
-    need(
-        values["DRAIN_CONCURRENCY"] >= 1,
-        "E004",
-        "LLMQUEUE DRAIN_CONCURRENCY must be >= 1.",
-        "Use 64.",
-    )
-    need(values["DRAINS_PER_HOST"] >= 1, "E005", "LLMQUEUE DRAINS_PER_HOST must be >= 1.", "Use 2.")
-    need(
-        values["HEARTBEAT_S"] * 3 <= values["LEASE_S"],
-        "E006",
-        "LLMQUEUE HEARTBEAT_S must be at most a third of LEASE_S.",
-        "A drain renews its leases every HEARTBEAT_S; a lease must survive a missed renewal.",
-    )
-    need(
-        values["HEARTBEAT_S"] * 2 <= values["SLOT_STALE_S"],
-        "E007",
-        "LLMQUEUE HEARTBEAT_S must be at most half of SLOT_STALE_S.",
-        "Otherwise a live drain's slot looks abandoned between two heartbeats.",
-    )
-    need(
-        values["MAX_PAYLOAD_BYTES"] >= 1024,
-        "E008",
-        "LLMQUEUE MAX_PAYLOAD_BYTES is too small.",
-        "Use 1048576.",
-    )
-    need(
-        1 <= values["MAX_BULK_JOBS"] <= 10000,
-        "E009",
-        "LLMQUEUE MAX_BULK_JOBS must be between 1 and 10000.",
-        "Use 1000.",
-    )
-    need(
-        values["BALANCER"] in STRATEGIES
-        and all(v in STRATEGIES for v in (values["BALANCER_BY_MODEL"] or {}).values()),
-        "E010",
-        "LLMQUEUE BALANCER and BALANCER_BY_MODEL must name known strategies.",
-        f"Known: {', '.join(sorted(STRATEGIES))}.",
-    )
+    for code, holds, message, hint in RULES:
+        if not holds(values):
+            errors.append(Error(message, hint=hint, id=f"llmqueue.{code}"))
     try:
         breaker_settings()
     except ValueError as exc:
@@ -100,41 +140,20 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 id="llmqueue.E011",
             )
         )
-    need(
-        values["BREAKER_PROBE_TIMEOUT_S"] > values["UPSTREAM_TIMEOUT_S"],
-        "E012",
-        "LLMQUEUE BREAKER_PROBE_TIMEOUT_S must exceed UPSTREAM_TIMEOUT_S.",
-        "A probe still waiting for its answer would otherwise be taken for lost.",
-    )
-    need(
-        values["HEALTH_INTERVAL_S"] > 0
-        and values["HEALTH_TIMEOUT_S"] > 0
-        and values["HEALTH_UNHEALTHY_AFTER"] >= 1
-        and values["HEALTH_HEALTHY_AFTER"] >= 1,
-        "E013",
-        "LLMQUEUE HEALTH_* settings cannot work.",
-        "Interval and timeout > 0 seconds, thresholds >= 1.",
-    )
-    need(
-        values["LIMIT_BURST_S"] > 0 and values["LIMIT_TOKENS_BURST_S"] > 0,
-        "E018",
-        "LLMQUEUE LIMIT_BURST_S and LIMIT_TOKENS_BURST_S must be > 0 seconds.",
-        "Use 1 and 60 (at most 60: a bucket never holds more than its minute).",
-    )
-    need(
-        values["KEY_FAILURES_PER_WINDOW"] >= 1 and values["KEY_FAILURE_WINDOW_S"] >= 1,
-        "E019",
-        "LLMQUEUE KEY_FAILURES_PER_WINDOW and KEY_FAILURE_WINDOW_S must be at least 1.",
-        "Use 20 wrong keys per 300 seconds.",
-    )
-    need(
-        1 <= values["EMBED_BATCH_MAX"] <= 2048 and 0 <= values["EMBED_BATCH_WAIT_MS"] <= 10000,
-        "E020",
-        "LLMQUEUE EMBED_BATCH_MAX must be 1-2048 and EMBED_BATCH_WAIT_MS 0-10000.",
-        "Use 64 and 20 (2048 inputs is OpenAI's limit per call); EMBED_BATCHING=false turns "
-        "merging off.",
-    )
     return errors
+
+
+def _field_keys() -> list[Error]:
+    """E017: the keys that encrypt endpoint API keys at rest cannot be used."""
+    try:
+        field_fernet()
+    except FieldKeyError as exc:
+        hint = (
+            'Generate one with python -c "from cryptography.fernet import Fernet; '
+            'print(Fernet.generate_key().decode())"'
+        )
+        return [Error(str(exc), hint=hint, id="llmqueue.E017")]
+    return []
 
 
 def _unusable_settings() -> list[Error]:

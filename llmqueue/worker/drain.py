@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import heapq
 import logging
 import secrets
@@ -185,6 +186,29 @@ def _db(fn: Any) -> Any:
     return sync_to_async(fn, thread_sensitive=True)
 
 
+@dataclasses.dataclass
+class _Timers:
+    """A drain's clock (the event loop's seconds): when it closes, and its chores' next times."""
+
+    deadline: float
+    last_busy: float
+    next_beat: float
+    next_reap: float
+    next_spread: float
+    #: the last claim found less than it asked for
+    drained: bool = False
+
+    @classmethod
+    def starting(cls, start: float) -> _Timers:
+        return cls(
+            deadline=start + conf.DRAIN_MAX_SECONDS,
+            last_busy=start,
+            next_beat=start + conf.HEARTBEAT_S,
+            next_reap=start,
+            next_spread=start,
+        )
+
+
 class Drainer:
     """One drain: up to DRAIN_CONCURRENCY calls in flight, and a reserve of claimed jobs.
 
@@ -337,81 +361,96 @@ class Drainer:
     async def run(self) -> int:
         self.upstream = Upstream(max_connections=self.concurrency)
         loop = self.loop = asyncio.get_running_loop()
-        start = loop.time()
-        deadline = start + conf.DRAIN_MAX_SECONDS
-        last_busy = start
-        next_beat = start + conf.HEARTBEAT_S
-        next_reap = start
-        next_spread = start
-        drained = False  # the last claim found less than it asked for
+        t = _Timers.starting(loop.time())
         try:
             while not self.stopping:
                 now = loop.time()
-                closing = now >= deadline
-                want = 0
-                if not closing:
-                    want = self.concurrency + self.reserve_size
-                    want -= self._places() + len(self.reserve)
+                closing = now >= t.deadline
                 results, self.finished = self.finished, []
-                claims: list[Claim] = []
-                # An idle poll asks first, read-only, whether anything is due at all: on
-                # SQLite a claim takes the write lock, which the other drains then wait for.
-                if want > 0 and not results and drained:
-                    want = want if await _db(queue_has_due)() else 0
-                if results or want > 0:
-                    try:
-                        claims = await _db(self._step)(results, want)
-                    except Exception:
-                        log.exception("drain step failed; keeping %d results", len(results))
-                        self.finished[:0] = results
-                        await asyncio.sleep(1.0)
-                        continue
-                    self.handled += len(results)
-                    for claim in claims:
-                        heapq.heappush(self.reserve, (claim.rank, claim))
-                    self._start_calls()
-                    if want > 0:
-                        drained = len(claims) < want
+                want = await self._want(closing=closing, results=results, drained=t.drained)
+                claims = await self._fill(results, want)
+                if claims is None:  # the step failed: its results are kept for the next
+                    continue
+                if want > 0:
+                    t.drained = len(claims) < want
                 if claims or self.inflight or self.reserve:
-                    last_busy = now
-                if now >= next_beat:
-                    held = [*self.inflight.values(), *(c for _, c in self.reserve)]
-                    tokens = [c.token for c in held]
-                    if not await _db(self._beat)(tokens):
-                        log.warning("drain %s lost its slot; stopping", self.slot.owner)
-                        deadline = now
-                    next_beat = now + conf.HEARTBEAT_S
-                if now >= next_reap:
-                    # A dead drain's claims hold its endpoints' capacity until given back:
-                    # looked for often, so that a crash costs the fleet seconds, not a lease.
-                    await _db(self._reap_dead)()
-                    next_reap = now + REAP_DEAD_S
-                if want and len(claims) == want and now >= next_spread:
-                    # Full: likely more due work than this drain can hold. Ask for help off
-                    # the step path (its own thread and connection).
-                    self.spreading = loop.create_task(
-                        sync_to_async(drain_spread, thread_sensitive=False)()
-                    )
-                    next_spread = now + 5.0
+                    t.last_busy = now
+                await self._chores(t, now, full=bool(want) and len(claims) == want)
                 if not self.inflight and not self.reserve and not claims:
                     if closing:
                         break
-                    lingered = now - last_busy >= conf.DRAIN_LINGER_S
+                    lingered = now - t.last_busy >= conf.DRAIN_LINGER_S
                     if lingered and await _db(queue_next_due)() is None:
                         break
-                idle = not self.inflight and now - last_busy >= conf.DRAIN_LINGER_S
-                timeout = max(conf.DRAIN_POLL_S, 1.0) if idle else conf.DRAIN_POLL_S
-                if not self.finished:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.wakeup.wait(), timeout)
-                self.wakeup.clear()
-                if len(self.reserve) >= self.reserve_size // 2:
-                    # Calls are fed from the reserve meanwhile: let results gather, so that a
-                    # step writes more of them at once (its fixed cost is most of its cost).
-                    await asyncio.sleep(COALESCE_S)
+                await self._pause(
+                    idle=not self.inflight and now - t.last_busy >= conf.DRAIN_LINGER_S
+                )
         finally:
-            await self._settle(hand_over=not self.stopping and loop.time() >= deadline)
+            await self._settle(hand_over=not self.stopping and loop.time() >= t.deadline)
         return self.handled
+
+    async def _want(self, *, closing: bool, results: list[AttemptResult], drained: bool) -> int:
+        """How many jobs to claim: the free places and the reserve's room (none when closing).
+        An idle poll asks first, read-only, whether anything is due at all: on SQLite a claim
+        takes the write lock, which the other drains then wait for."""
+        if closing:
+            return 0
+        want = self.concurrency + self.reserve_size - self._places() - len(self.reserve)
+        if want > 0 and not results and drained and not await _db(queue_has_due)():
+            return 0
+        return want
+
+    async def _fill(self, results: list[AttemptResult], want: int) -> list[Claim] | None:
+        """One step (record ``results``, claim ``want``), and start calls from the reserve.
+        None if the step failed: its results go back to be written by the next one."""
+        if not results and want <= 0:
+            return []
+        try:
+            claims = await _db(self._step)(results, want)
+        except Exception:
+            log.exception("drain step failed; keeping %d results", len(results))
+            self.finished[:0] = results
+            await asyncio.sleep(1.0)
+            return None
+        self.handled += len(results)
+        for claim in claims:
+            heapq.heappush(self.reserve, (claim.rank, claim))
+        self._start_calls()
+        return claims
+
+    async def _chores(self, t: _Timers, now: float, *, full: bool) -> None:
+        """What a drain does every so often: beat (renew the slot and the leases), look for
+        dead drains, and, when ``full``, ask for help."""
+        assert self.loop is not None
+        if now >= t.next_beat:
+            held = [*self.inflight.values(), *(c for _, c in self.reserve)]
+            if not await _db(self._beat)([c.token for c in held]):
+                log.warning("drain %s lost its slot; stopping", self.slot.owner)
+                t.deadline = now
+            t.next_beat = now + conf.HEARTBEAT_S
+        if now >= t.next_reap:
+            # A dead drain's claims hold its endpoints' capacity until given back: looked
+            # for often, so that a crash costs the fleet seconds, not a lease.
+            await _db(self._reap_dead)()
+            t.next_reap = now + REAP_DEAD_S
+        if full and now >= t.next_spread:
+            # Full: likely more due work than this drain can hold. Ask for help off the step
+            # path (its own thread and connection).
+            help_ask = sync_to_async(drain_spread, thread_sensitive=False)
+            self.spreading = self.loop.create_task(help_ask())
+            t.next_spread = now + 5.0
+
+    async def _pause(self, *, idle: bool) -> None:
+        """Wait for a call to finish (or a poll's time), then let results gather a moment."""
+        timeout = max(conf.DRAIN_POLL_S, 1.0) if idle else conf.DRAIN_POLL_S
+        if not self.finished:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wakeup.wait(), timeout)
+        self.wakeup.clear()
+        if len(self.reserve) >= self.reserve_size // 2:
+            # Calls are fed from the reserve meanwhile: let results gather, so that a step
+            # writes more of them at once (its fixed cost is most of its cost).
+            await asyncio.sleep(COALESCE_S)
 
     async def _settle(self, *, hand_over: bool) -> None:
         """Finish in-flight calls (for STOP_GRACE_S), give back the rest, record, leave."""
