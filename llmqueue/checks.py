@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from django.conf import settings
@@ -133,6 +134,25 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         "LLMQUEUE EMBED_BATCH_MAX must be 1-2048 and EMBED_BATCH_WAIT_MS 0-10000.",
         "Use 64 and 20 (2048 inputs is OpenAI's limit per call); EMBED_BATCHING=false turns "
         "merging off.",
+    )
+    need(
+        values["RETENTION_DAYS"] >= 0 and values["DEAD_RETENTION_DAYS"] >= 0,
+        "E030",
+        "LLMQUEUE RETENTION_DAYS and DEAD_RETENTION_DAYS must be >= 0 (days).",
+        "Use 30 and 90; 0 keeps those jobs forever.",
+    )
+    need(
+        1 <= values["RETENTION_BATCH"] <= 10000 and values["RETENTION_RUN_S"] > 0,
+        "E031",
+        "LLMQUEUE RETENTION_BATCH must be between 1 and 10000, RETENTION_RUN_S > 0 seconds.",
+        "Use 1000 and 10: short transactions, a bounded share of each minute.",
+    )
+    archive = values["RETENTION_ARCHIVE_DIR"]
+    need(
+        not archive or (os.path.isdir(archive) and os.access(archive, os.W_OK)),
+        "E032",
+        f"LLMQUEUE RETENTION_ARCHIVE_DIR {archive!r} is not a writable directory.",
+        "Create it, or leave it empty to delete without archiving.",
     )
     return errors
 

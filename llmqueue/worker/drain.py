@@ -49,6 +49,7 @@ from llmqueue.jobs import (
     queue_has_due,
     queue_next_due,
 )
+from llmqueue.jobs.retention import jobs_expire
 from llmqueue.limits.ledger import buckets_reconcile
 from llmqueue.models import DrainSlot, Outcome
 from llmqueue.worker.batching import Batcher, batch_key, batching_enabled
@@ -118,8 +119,9 @@ def drain_wake(jobs: int = 1) -> None:
 
 
 def housekeeping() -> dict[str, int]:
-    """Every minute: requeue jobs whose worker died, start a drain if work waits unseen, and
-    make sure the health checker runs."""
+    """Every minute: requeue jobs whose worker died, start a drain if work waits unseen, make
+    sure the health checker runs, and delete jobs past their retention (a bounded share of
+    the minute: ``llmqueue.jobs.retention``)."""
     health_wake()
     reaped = slots_reap_dead() + jobs_reap()
     due = queue_next_due()
@@ -127,7 +129,8 @@ def housekeeping() -> dict[str, int]:
     if due is not None and due <= timezone.now() + timedelta(seconds=60) and slots_live() == 0:
         _enqueue_drain()
         woke = 1
-    return {"reaped": reaped, "woke": woke}
+    expired = jobs_expire()
+    return {"reaped": reaped, "woke": woke, "expired": sum(expired.values())}
 
 
 # --- the drain ----------------------------------------------------------------------------------
