@@ -65,10 +65,10 @@ def jobs_expire(
         if days <= 0:
             continue
         cutoff = now - dt.timedelta(days=days)
-        while time.monotonic() < deadline:
+        while True:  # one batch at least: every run makes progress
             n = _expire_batch(statuses, cutoff=cutoff, size=size, now=now)
             deleted[name] += n
-            if n < size:
+            if n < size or time.monotonic() >= deadline:
                 break
     if any(deleted.values()):
         log.info("retention deleted %(finished)d finished jobs and %(dead)d dead letters", deleted)
