@@ -260,8 +260,14 @@ def error_reason_q(reason: str) -> Q:
     )
 
 
-def dead_letter_groups(*, limit: int = 20, width: int = 80) -> list[dict[str, Any]]:
-    """Dead letters grouped by what they died of, largest group first."""
+def dead_letter_groups(
+    *, limit: int = 20, width: int = 80, among: int | None = None
+) -> list[dict[str, Any]]:
+    """Dead letters grouped by what they died of, largest group first; with ``among``, only
+    the newest that many (a read whose cost does not grow with the dead letters kept, for
+    the dashboard's poll)."""
+    if among is not None:
+        return _newest_dead_letter_groups(limit=limit, width=width, among=among)
     # Grouped in the database by a prefix long enough to hold "gave up after N attempts; last
     # error: " and then ``width`` characters; the few groups are merged here by reason.
     rows = (
@@ -275,6 +281,23 @@ def dead_letter_groups(*, limit: int = 20, width: int = 80) -> list[dict[str, An
     for head, n in rows:
         groups[error_reason(head, width=width)] += n
     return [{"reason": r, "count": n} for r, n in groups.most_common(limit)]
+
+
+def _newest_dead_letter_groups(*, limit: int, width: int, among: int) -> list[dict[str, Any]]:
+    # The status a literal: SQLite then walks job_dead backwards (its rows are in id order)
+    # and stops after ``among``.
+    sql = (
+        f"SELECT SUBSTR(error, 1, {int(width) + 60}) FROM {{table}} "
+        f"WHERE status = {status_literals([Status.DEAD])} ORDER BY id DESC LIMIT {int(among)}"
+    )
+    groups: TallyCounter[str] = TallyCounter(
+        error_reason(head, width=width) for (head,) in rows_read(Job, (), sql)
+    )
+    return [{"reason": r, "count": n} for r, n in groups.most_common(limit)]
+
+
+#: the dashboard groups the newest this many dead letters by error
+DASHBOARD_DEAD_LETTERS = 1000
 
 
 def rate_limit_state(*, limit: int = 20) -> dict[str, Any]:

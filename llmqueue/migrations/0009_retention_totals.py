@@ -26,7 +26,7 @@ def _seed(apps: Any, schema_editor: Any) -> None:
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('llmqueue', '0007_endpoint_api_key_encrypted'),
+        ('llmqueue', '0008_api_keys'),
     ]
 
     operations = [
