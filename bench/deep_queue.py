@@ -126,12 +126,19 @@ def fill(queued: int, finished: int) -> list[Any]:
             "duration_ms, http_status, outcome, error) SELECT id, 1, 'deep', finished_at, "
             "100.0, 200, 'success', '' FROM llmqueue_job WHERE finished_at IS NOT NULL"
         )
+        if "llmqueue_jobtotal" in connection.introspection.table_names(cursor):
+            # The lifetime totals, as the finishing transitions would have kept them.
+            cursor.execute(
+                "INSERT INTO llmqueue_jobtotal (status, kind, shard, n) SELECT status, kind, 0, "
+                "COUNT(*) FROM llmqueue_job WHERE finished_at IS NOT NULL GROUP BY status, kind"
+            )
     if connection.vendor == "postgresql":
-        # A queue that grew over time has been analyzed by autovacuum; one written in a
-        # minute has not, and PostgreSQL's planner would guess blind. (SQLite never gathers
-        # statistics on its own: no ANALYZE there, as in a deployment.)
+        # A queue that grew over time has been vacuumed and analyzed by autovacuum; one
+        # written in a minute has not: PostgreSQL's planner would guess blind, and its
+        # index-only scans would visit every row (no visibility map yet). (SQLite never
+        # gathers statistics on its own: no ANALYZE there, as in a deployment.)
         with connection.cursor() as cursor:
-            cursor.execute("ANALYZE")
+            cursor.execute("VACUUM ANALYZE")
     return users
 
 

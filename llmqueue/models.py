@@ -226,8 +226,10 @@ class Job(models.Model):
             # a statement at 300,000 queued, in the submission's leader lookup (under the
             # write lock) and the drains' idle poll. The dead letters have one of their own,
             # which no other status can use. (Not the queued jobs: "status = 'queued'" first
-            # in job_next_due drew the claim away from job_claim.)
-            models.Index(fields=["status"], condition=Q(status="dead"), name="job_dead"),
+            # in job_next_due drew the claim away from job_claim.) In id order, so that the
+            # newest dead letters (the dashboard's, the admin's list) are read without a sort
+            # of all of them on PostgreSQL.
+            models.Index(fields=["status", "id"], condition=Q(status="dead"), name="job_dead"),
             # The dashboard's last hour (throughput, waits) and a batch's results by time.
             # This and the two below are partial: a new job leaves these columns NULL, and
             # every index a submission writes is written under SQLite's write lock (1,000 rows

@@ -1,6 +1,6 @@
 """Lifetime totals of finished jobs (llmqueue.jobs.totals), seeded from the jobs that exist:
 every status but the live ones (queued, running), so that a terminal status added by another
-migration counts too."""
+migration counts too. Also the dead letters' index, now in id order."""
 
 from typing import Any
 
@@ -44,4 +44,13 @@ class Migration(migrations.Migration):
             },
         ),
         migrations.RunPython(_seed, migrations.RunPython.noop),
+        # The dead letters' index in id order (the newest read without a sort).
+        migrations.RemoveIndex(
+            model_name='job',
+            name='job_dead',
+        ),
+        migrations.AddIndex(
+            model_name='job',
+            index=models.Index(condition=models.Q(('status', 'dead')), fields=['status', 'id'], name='job_dead'),
+        ),
     ]
