@@ -272,26 +272,24 @@ class Job(models.Model):
 
 
 class JobTotal(models.Model):
-    """Jobs that finished, by status and kind, since the start: counts that outlive the jobs
-    (retention deletes those; ``llmqueue.jobs.totals``). Each transition that finishes jobs
-    adds to them in its own transaction; a retried job that finishes again counts again.
+    """Jobs that finished, by status, since the start: counts that outlive the jobs (retention
+    deletes those; ``llmqueue.jobs.totals``). The transition executor adds to them in the
+    transaction of each transition that finishes jobs; a retried job that finishes again
+    counts again.
     """
 
     #: a terminal Status (no choices: a status added later needs no migration of this table)
     status = models.CharField(max_length=10)
-    kind = models.CharField(max_length=12, choices=Kind.choices)
-    #: one (status, kind) is spread over a few rows, which concurrent writers pick at random,
-    #: so that drains on PostgreSQL do not queue for one row's lock; read as their sum
+    #: one status is spread over a few rows, which concurrent writers pick at random, so that
+    #: drains on PostgreSQL do not queue for one row's lock; read as their sum
     shard = models.PositiveSmallIntegerField(default=0)
     n = models.PositiveBigIntegerField(default=0)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["status", "kind", "shard"], name="jobtotal_key")
-        ]
+        constraints = [models.UniqueConstraint(fields=["status", "shard"], name="jobtotal_key")]
 
     def __str__(self) -> str:
-        return f"{self.status} {self.kind}: {self.n}"
+        return f"{self.status}: {self.n}"
 
 
 class DeadLetter(Job):

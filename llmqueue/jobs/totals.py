@@ -2,47 +2,43 @@
 of the live statuses from their partial indexes.
 
 Counting the Job table's history cost ~0.5 s at 400,000 jobs, on every poll of every
-dashboard; and retention (``llmqueue.jobs.retention``) deletes the history. So each
+dashboard; and retention (``llmqueue.jobs.retention``) deletes the history. So every
 transition that finishes jobs adds them to ``JobTotal`` in its own transaction
-(``totals_add``), and the reads sum a few dozen rows, whatever the history holds.
+(``totals_add``: the transition executor, ``llmqueue.jobs.transitions``, and the intake for
+cache hits, which are inserted finished), and the reads sum a few rows, whatever the
+history holds.
 """
 
 from __future__ import annotations
 
 import random
-from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 from django.db import connection
 
 from llmqueue.db.rows import rows_read
 from llmqueue.models import Job, JobTotal, Status, status_literals
 
-#: rows per (status, kind) that writers spread over (``JobTotal.shard``)
+#: rows per status that writers spread over (``JobTotal.shard``)
 SHARDS = 8
 
 
-def totals_add(counts: Mapping[tuple[str, str], int]) -> None:
-    """Add finished jobs to the lifetime totals: ``counts[(status, kind)]`` jobs each. Call
-    inside the transaction of the transition that finished them, so that they count once
-    and only if it commits. One upsert per (status, kind), in a fixed order (two writers
-    never wait for each other's rows crosswise)."""
-    rows = sorted((str(s), str(k), n) for (s, k), n in counts.items() if n)
+def totals_add(counts: Mapping[str, int]) -> None:
+    """Add finished jobs to the lifetime totals: ``counts[status]`` jobs each. Call inside
+    the transaction of the transition that finished them, so that they count once and only
+    if it commits. One upsert per status, in a fixed order (two writers never wait for each
+    other's rows crosswise)."""
+    rows = sorted((str(s), n) for s, n in counts.items() if n)
     if not rows:
         return
     shard = random.randrange(SHARDS)  # spreads lock waits; nothing secret
     table = connection.ops.quote_name(JobTotal._meta.db_table)
     sql = (
-        f"INSERT INTO {table} (status, kind, shard, n) VALUES (%s, %s, %s, %s) "
-        f"ON CONFLICT (status, kind, shard) DO UPDATE SET n = {table}.n + excluded.n"
+        f"INSERT INTO {table} (status, shard, n) VALUES (%s, %s, %s) "
+        f"ON CONFLICT (status, shard) DO UPDATE SET n = {table}.n + excluded.n"
     )
     with connection.cursor() as cursor:
-        cursor.executemany(sql, [(s, k, shard, n) for s, k, n in rows])
-
-
-def totals_tally(finished: Iterable[tuple[str, str]]) -> Counter[tuple[str, str]]:
-    """``totals_add``'s counts from (status, kind) pairs, one per finished job."""
-    return Counter((str(s), str(k)) for s, k in finished)
+        cursor.executemany(sql, [(s, shard, n) for s, n in rows])
 
 
 def totals_read() -> dict[str, int]:

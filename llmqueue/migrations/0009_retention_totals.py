@@ -14,12 +14,12 @@ def _seed(apps: Any, schema_editor: Any) -> None:
     rows = (
         Job.objects.using(schema_editor.connection.alias)
         .exclude(status__in=["queued", "running"])
-        .values_list("status", "kind")
+        .values_list("status")
         .annotate(n=Count("id"))
         .order_by()
     )
     JobTotal.objects.using(schema_editor.connection.alias).bulk_create(
-        JobTotal(status=status, kind=kind, shard=0, n=n) for status, kind, n in rows
+        JobTotal(status=status, shard=0, n=n) for status, n in rows
     )
 
 
@@ -35,12 +35,11 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('status', models.CharField(max_length=10)),
-                ('kind', models.CharField(choices=[('chat', 'chat'), ('completion', 'completion'), ('embedding', 'embedding')], max_length=12)),
                 ('shard', models.PositiveSmallIntegerField(default=0)),
                 ('n', models.PositiveBigIntegerField(default=0)),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('status', 'kind', 'shard'), name='jobtotal_key')],
+                'constraints': [models.UniqueConstraint(fields=('status', 'shard'), name='jobtotal_key')],
             },
         ),
         migrations.RunPython(_seed, migrations.RunPython.noop),

@@ -18,7 +18,6 @@ from llmqueue.jobs import (
     job_cancel,
     job_retry,
     job_submit,
-    jobs_claim,
     jobs_record,
     jobs_submit_many,
 )
@@ -26,6 +25,7 @@ from llmqueue.jobs.retention import jobs_expire
 from llmqueue.jobs.selectors import queue_stats
 from llmqueue.jobs.totals import totals_read
 from llmqueue.models import Batch, Job, JobAttempt, JobTotal, Outcome, Status
+from llmqueue.worker.scheduler import jobs_claim
 from tests.factories import attempt, chat_spec
 
 pytestmark = pytest.mark.django_db
@@ -167,7 +167,7 @@ def test_totals_count_every_way_a_job_finishes(clock, user, echo_endpoint) -> No
     hit, _ = job_submit(owner=user, spec=chat_spec("cached"))  # a cache hit at submission
     assert hit.status == Status.SUCCEEDED and hit.cache_hit
     assert totals_read() == by_status() == {"succeeded": 2, "dead": 1, "cancelled": 1}
-    # Rows of one key spread over shards; their sum is the total.
+    # A status's rows spread over shards; their sum is the total.
     assert sum(JobTotal.objects.values_list("n", flat=True)) == 4
 
 
