@@ -129,8 +129,8 @@ def fill(queued: int, finished: int) -> list[Any]:
         if "llmqueue_jobtotal" in connection.introspection.table_names(cursor):
             # The lifetime totals, as the finishing transitions would have kept them.
             cursor.execute(
-                "INSERT INTO llmqueue_jobtotal (status, kind, shard, n) SELECT status, kind, 0, "
-                "COUNT(*) FROM llmqueue_job WHERE finished_at IS NOT NULL GROUP BY status, kind"
+                "INSERT INTO llmqueue_jobtotal (status, shard, n) SELECT status, 0, COUNT(*) "
+                "FROM llmqueue_job WHERE finished_at IS NOT NULL GROUP BY status"
             )
     if connection.vendor == "postgresql":
         # A queue that grew over time has been vacuumed and analyzed by autovacuum; one
@@ -160,8 +160,8 @@ def operations(user: Any) -> dict[str, Callable[[], Any]]:
         selectors,
     )
     from llmqueue.models import Outcome
-    from llmqueue.worker.scheduler import jobs_claim
     from llmqueue.web.views import dashboard_data_of
+    from llmqueue.worker.scheduler import jobs_claim
 
     staff = RequestFactory().get("/dashboard/data/")
     staff.user = type(user).objects.create(username="deep-staff", is_staff=True)
