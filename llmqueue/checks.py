@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +16,18 @@ from llmqueue.policies.balancer import STRATEGIES
 
 #: each rule: its code, what must hold of the parsed settings ``v``, the message and a hint
 RULES: list[tuple[str, Callable[[dict[str, Any]], bool], str, str]] = [
+    (
+        "E030",
+        lambda v: v["RETENTION_DAYS"] >= 0 and v["DEAD_RETENTION_DAYS"] >= 0,
+        "LLMQUEUE RETENTION_DAYS and DEAD_RETENTION_DAYS must be >= 0 (days).",
+        "Use 30 and 90; 0 keeps those jobs forever.",
+    ),
+    (
+        "E031",
+        lambda v: 1 <= v["RETENTION_BATCH"] <= 10000 and v["RETENTION_RUN_S"] > 0,
+        "LLMQUEUE RETENTION_BATCH must be between 1 and 10000, RETENTION_RUN_S > 0 seconds.",
+        "Use 1000 and 10: short transactions, a bounded share of each minute.",
+    ),
     (
         "E001",
         lambda v: v["MAX_ATTEMPTS"] >= 1,
@@ -140,7 +153,21 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 id="llmqueue.E011",
             )
         )
+    errors += _retention_archive(values["RETENTION_ARCHIVE_DIR"])
     return errors
+
+
+def _retention_archive(archive: str) -> list[Error]:
+    """E032: the retention archive's directory (if any) must be writable."""
+    if not archive or (os.path.isdir(archive) and os.access(archive, os.W_OK)):
+        return []
+    return [
+        Error(
+            f"LLMQUEUE RETENTION_ARCHIVE_DIR {archive!r} is not a writable directory.",
+            hint="Create it, or leave it empty to delete without archiving.",
+            id="llmqueue.E032",
+        )
+    ]
 
 
 def _field_keys() -> list[Error]:

@@ -142,6 +142,19 @@ class Defaults:
     EMBED_BATCH_WAIT_MS: float = 20.0
     #: serve the built-in OpenAI-compatible echo under /demo/v1 (make run turns it on)
     DEMO_ENDPOINT: bool = False
+    #: finished jobs (succeeded, cancelled...) and their attempts are deleted this many days
+    #: after they finished (0: kept forever); lifetime totals outlive them (llmqueue.jobs.totals)
+    RETENTION_DAYS: int = 30
+    #: the same for dead letters, which wait for an operator: longer by default
+    DEAD_RETENTION_DAYS: int = 90
+    #: a directory: deleted jobs are appended there first as JSON lines, one file a day
+    #: (jobs-YYYY-MM-DD.jsonl, the day of deletion). Empty: not archived
+    RETENTION_ARCHIVE_DIR: str = ""
+    #: jobs deleted per transaction (short ones: SQLite writers and drains take turns)...
+    RETENTION_BATCH: int = 1000
+    #: ...and for at most this long per housekeeping run (every minute); a backlog of
+    #: millions is worked off over runs
+    RETENTION_RUN_S: float = 10.0
     #: Fernet keys for secrets at rest (endpoint API keys), comma separated: the first
     #: encrypts, all decrypt. Unset: one derived from SECRET_KEY (development only: changing
     #: SECRET_KEY then loses the stored keys). llmqueue.db.fields

@@ -304,8 +304,10 @@ class Job(models.Model):
             # a statement at 300,000 queued, in the submission's leader lookup (under the
             # write lock) and the drains' idle poll. The dead letters have one of their own,
             # which no other status can use. (Not the queued jobs: "status = 'queued'" first
-            # in job_next_due drew the claim away from job_claim.)
-            models.Index(fields=["status"], condition=Q(status="dead"), name="job_dead"),
+            # in job_next_due drew the claim away from job_claim.) In id order, so that the
+            # newest dead letters (the dashboard's, the admin's list) are read without a sort
+            # of all of them on PostgreSQL.
+            models.Index(fields=["status", "id"], condition=Q(status="dead"), name="job_dead"),
             # The expiry sweep (llmqueue.jobs.expiry): queued jobs with a deadline, soonest
             # first. Partial: most jobs carry none, and none once they left the queue.
             models.Index(
@@ -352,6 +354,27 @@ class Job(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL
+
+
+class JobTotal(models.Model):
+    """Jobs that finished, by status, since the start: counts that outlive the jobs (retention
+    deletes those; ``llmqueue.jobs.totals``). The transition executor adds to them in the
+    transaction of each transition that finishes jobs; a retried job that finishes again
+    counts again.
+    """
+
+    #: a terminal Status (no choices: a status added later needs no migration of this table)
+    status = models.CharField(max_length=10)
+    #: one status is spread over a few rows, which concurrent writers pick at random, so that
+    #: drains on PostgreSQL do not queue for one row's lock; read as their sum
+    shard = models.PositiveSmallIntegerField(default=0)
+    n = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["status", "shard"], name="jobtotal_key")]
+
+    def __str__(self) -> str:
+        return f"{self.status}: {self.n}"
 
 
 class DeadLetter(Job):

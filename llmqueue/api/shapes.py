@@ -8,7 +8,7 @@ from typing import Any
 from rest_framework import serializers
 
 from llmqueue.limits.ledger import LIMIT_FIELDS
-from llmqueue.models import Status
+from llmqueue.models import TERMINAL, Status
 
 S = serializers
 
@@ -18,6 +18,9 @@ def _fields(names: list[str], make: type[S.Field], **kw: Any) -> dict[str, S.Fie
 
 
 Depth = type("Depth", (S.Serializer,), _fields(list(Status.values), S.IntegerField))
+FinishedTotal = type(
+    "FinishedTotal", (S.Serializer,), _fields([str(s) for s in TERMINAL], S.IntegerField)
+)
 
 
 class EndpointSummary(S.Serializer):
@@ -65,7 +68,10 @@ class PriorityDepth(S.Serializer):
 
 
 class Stats(S.Serializer):
-    depth = Depth(help_text="jobs in each status")
+    depth = Depth(
+        help_text="jobs in each status now; succeeded and cancelled: since the start, jobs "
+        "deleted by retention included"
+    )
     due = S.IntegerField(help_text="queued jobs that may run now")
     window_s = S.IntegerField()
     throughput_per_s = S.FloatField(help_text="jobs finished per second over the window")
@@ -75,6 +81,9 @@ class Stats(S.Serializer):
     latency = Latency()
     rate_limits = RateLimits()
     by_priority = PriorityDepth(many=True)
+    finished_total = FinishedTotal(
+        help_text="jobs finished since the start, by status (deleted ones included)"
+    )
 
 
 Limits = type("Limits", (S.Serializer,), _fields(LIMIT_FIELDS, S.IntegerField, allow_null=True))

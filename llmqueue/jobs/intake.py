@@ -29,6 +29,7 @@ from llmqueue.db.rows import InstancesInsert
 from llmqueue.errors import ModelNotServed
 from llmqueue.jobs.fairness import fair_seqs_assign
 from llmqueue.jobs.singleflight import by_cache, cache_wanted
+from llmqueue.jobs.totals import totals_add
 from llmqueue.jobs.transitions import wake_on_commit
 from llmqueue.jobs.validation import (
     PRIORITY_DEFAULT,
@@ -288,6 +289,7 @@ def _admit(owner: Any, jobs: list[Job]) -> None:
 def _after_submit(jobs: list[Job]) -> None:
     metrics.jobs_submitted(j.kind for j in jobs)
     hits = sum(1 for j in jobs if j.cache_hit)
+    totals_add({Status.SUCCEEDED: hits})  # inserted finished: no transition counts them
     followers = sum(1 for j in jobs if j.follows_id is not None)
     metrics.jobs_finished(Status.SUCCEEDED, hits)
     if followers:

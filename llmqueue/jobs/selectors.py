@@ -14,10 +14,12 @@ from django.db.models.functions import Cast, Substr
 from django.utils import timezone
 
 from llmqueue import metrics
+from llmqueue.db.rows import rows_read
 from llmqueue.endpoints.pools import endpoint_in_flight
 from llmqueue.jobs import queue_due_count
 from llmqueue.jobs.timeseries import window_summary
-from llmqueue.models import TERMINAL, Batch, Endpoint, Job, Status, TokenBucket
+from llmqueue.jobs.totals import status_count, totals_read
+from llmqueue.models import TERMINAL, Batch, Endpoint, Job, Status, TokenBucket, status_literals
 
 
 def jobs_of(*, owner: Any, status: str | None = None) -> QuerySet[Job]:
@@ -52,12 +54,19 @@ def queue_stats(*, window_s: int = 300) -> dict[str, Any]:
     """Depth by status, recent throughput, cache hit rate, endpoints.
 
     Also (optional fields, added later): ``latency`` (queue wait and upstream p50/p95 over the
-    window, from ``llmqueue.jobs.timeseries``), ``rate_limits`` (``rate_limit_state``) and
-    ``by_priority`` (``depth_by_priority``).
+    window, from ``llmqueue.jobs.timeseries``), ``rate_limits`` (``rate_limit_state``),
+    ``by_priority`` (``depth_by_priority``) and ``finished_total`` (jobs finished since the
+    start, by status, deleted ones included: ``llmqueue.jobs.totals``).
+
+    Its cost does not grow with the history: ``depth`` counts the queued, running and dead
+    jobs from their partial indexes and takes the other statuses from the lifetime totals
+    (so ``succeeded`` and ``cancelled`` include jobs deleted by retention, and a cancelled
+    job retried and cancelled again counts twice); the window reads only its own jobs.
     """
     now = timezone.now()
-    depth = {s: 0 for s in Status.values}
-    depth.update(dict(Job.objects.values_list("status").annotate(n=Count("id")).order_by()))
+    totals = totals_read()
+    depth = {s: totals.get(s, 0) for s in Status.values}
+    depth.update({s: status_count(s) for s in (Status.QUEUED, Status.RUNNING, Status.DEAD)})
     since = now - timedelta(seconds=window_s)
     recent = Job.objects.filter(finished_at__gte=since).aggregate(
         finished=Count("id"),
@@ -78,20 +87,23 @@ def queue_stats(*, window_s: int = 300) -> dict[str, Any]:
         "latency": window_summary(since, now),
         "rate_limits": rate_limit_state(),
         "by_priority": depth_by_priority(),
+        "finished_total": {s: totals.get(s, 0) for s in TERMINAL},
     }
 
 
 def depth_by_priority() -> list[dict[str, int]]:
     """Queued and running jobs of each priority, highest first (only priorities with jobs)."""
-    rows = (
-        Job.objects.filter(status__in=[Status.QUEUED, Status.RUNNING])
-        .values_list("priority", "status")
-        .annotate(n=Count("id"))
-        .order_by()
-    )
     table: dict[int, dict[str, int]] = {}
-    for priority, status, n in rows:
-        table.setdefault(priority, {"priority": priority, "queued": 0, "running": 0})[status] = n
+    for status in (Status.QUEUED, Status.RUNNING):
+        # One status at a time, as a literal: SQLite then reads its partial index, where
+        # "status IN (?, ?)" read every job.
+        sql = (
+            f"SELECT {{columns}}, COUNT(*) FROM {{table}} "
+            f"WHERE status = {status_literals([status])} GROUP BY priority"
+        )
+        for priority, n in rows_read(Job, ("priority",), sql):
+            row = table.setdefault(priority, {"priority": priority, "queued": 0, "running": 0})
+            row[status] = n
     return [table[p] for p in sorted(table, reverse=True)]
 
 
@@ -248,8 +260,14 @@ def error_reason_q(reason: str) -> Q:
     )
 
 
-def dead_letter_groups(*, limit: int = 20, width: int = 80) -> list[dict[str, Any]]:
-    """Dead letters grouped by what they died of, largest group first."""
+def dead_letter_groups(
+    *, limit: int = 20, width: int = 80, among: int | None = None
+) -> list[dict[str, Any]]:
+    """Dead letters grouped by what they died of, largest group first; with ``among``, only
+    the newest that many (a read whose cost does not grow with the dead letters kept, for
+    the dashboard's poll)."""
+    if among is not None:
+        return _newest_dead_letter_groups(limit=limit, width=width, among=among)
     # Grouped in the database by a prefix long enough to hold "gave up after N attempts; last
     # error: " and then ``width`` characters; the few groups are merged here by reason.
     rows = (
@@ -263,6 +281,23 @@ def dead_letter_groups(*, limit: int = 20, width: int = 80) -> list[dict[str, An
     for head, n in rows:
         groups[error_reason(head, width=width)] += n
     return [{"reason": r, "count": n} for r, n in groups.most_common(limit)]
+
+
+def _newest_dead_letter_groups(*, limit: int, width: int, among: int) -> list[dict[str, Any]]:
+    # The status a literal: SQLite then walks job_dead backwards (its rows are in id order)
+    # and stops after ``among``.
+    sql = (
+        f"SELECT SUBSTR(error, 1, {int(width) + 60}) FROM {{table}} "
+        f"WHERE status = {status_literals([Status.DEAD])} ORDER BY id DESC LIMIT {int(among)}"
+    )
+    groups: TallyCounter[str] = TallyCounter(
+        error_reason(head, width=width) for (head,) in rows_read(Job, (), sql)
+    )
+    return [{"reason": r, "count": n} for r, n in groups.most_common(limit)]
+
+
+#: the dashboard groups the newest this many dead letters by error
+DASHBOARD_DEAD_LETTERS = 1000
 
 
 def rate_limit_state(*, limit: int = 20) -> dict[str, Any]:

@@ -22,7 +22,8 @@ from django.dispatch import Signal
 
 from llmqueue.db.rows import placeholders, rows_read, rows_update
 from llmqueue.errors import TransitionError
-from llmqueue.models import Job, Status, status_literals
+from llmqueue.jobs.totals import totals_add
+from llmqueue.models import TERMINAL, Job, Status, status_literals
 
 QUEUED, RUNNING, SUCCEEDED = Status.QUEUED, Status.RUNNING, Status.SUCCEEDED
 DEAD, CANCELLED, EXPIRED = Status.DEAD, Status.CANCELLED, Status.EXPIRED
@@ -98,6 +99,7 @@ def job_transition(
     Returns whether it did; ``strict``: raises TransitionError, naming its state, if not."""
     guard, writes = _guard(action, where, token)
     if Job.objects.filter(guard, pk=job_id).update(**writes, **values) == 1:
+        _count_finished(action, 1)
         return True
     if strict:
         status = Job.objects.filter(pk=job_id).values_list("status", flat=True).first()
@@ -109,7 +111,17 @@ def jobs_transition(action: str, *, where: Q, **values: Any) -> int:
     """Apply ``action`` (not fenced) to the jobs matching ``where`` that are in a state it
     starts from; the others are left as they are. Returns how many changed."""
     guard, writes = _guard(action, where, None)
-    return Job.objects.filter(guard).update(**writes, **values)
+    n = Job.objects.filter(guard).update(**writes, **values)
+    _count_finished(action, n)
+    return n
+
+
+def _count_finished(action: str, n: int) -> None:
+    """Jobs that ``action`` finished count in the lifetime totals (``llmqueue.jobs.totals``),
+    in the transition's own transaction (the callers hold one)."""
+    target = TRANSITIONS[action].target
+    if n and target in TERMINAL:
+        totals_add({target: n})
 
 
 # --- the drain's hot path: one statement for many rows (``llmqueue.db.rows``) -------------------
@@ -186,6 +198,7 @@ def jobs_complete(done: Sequence[Completion], *, now: dt.datetime) -> list[Compl
     with contextlib.suppress(_FenceLost), transaction.atomic():
         if _complete_rows(done, now=now) != len(done):
             raise _FenceLost  # rolls back to the savepoint
+        _count_finished("complete", len(done))
         return list(done)
     fenced = Job.objects.filter(
         may_start("complete"),
@@ -194,7 +207,7 @@ def jobs_complete(done: Sequence[Completion], *, now: dt.datetime) -> list[Compl
     ).order_by()
     held = set(fenced.select_for_update().values_list("pk", "lease_token"))
     won = [d for d in done if (d.job_id, d.token) in held]
-    _complete_rows(won, now=now)
+    _count_finished("complete", _complete_rows(won, now=now))
     return won
 
 

@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('llmqueue', '0008_api_keys'),
+        ('llmqueue', '0009_retention_totals'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -28,7 +28,9 @@ def dashboard_data_of(request: HttpRequest) -> dict[str, Any]:
     stats["series"] = timeseries.last_hour()
     # Error texts come from every user's jobs: operators only.
     stats["dead_letter_groups"] = (
-        selectors.dead_letter_groups(limit=5) if request.user.is_staff else None
+        selectors.dead_letter_groups(limit=5, among=selectors.DASHBOARD_DEAD_LETTERS)
+        if request.user.is_staff
+        else None
     )
     return stats
 

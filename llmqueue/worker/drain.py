@@ -52,6 +52,7 @@ from llmqueue.jobs import (
     queue_next_due,
 )
 from llmqueue.jobs.batches import batches_settle
+from llmqueue.jobs.retention import jobs_purge
 from llmqueue.limits.ledger import buckets_reconcile
 from llmqueue.models import DrainSlot, Outcome
 from llmqueue.worker.batching import Batcher, batch_key, batching_enabled
@@ -122,8 +123,9 @@ def drain_wake(jobs: int = 1) -> None:
 
 def housekeeping() -> dict[str, int]:
     """Every minute: requeue jobs whose worker died, expire those past their deadline, settle
-    batches whose jobs all ended, start a drain if work waits unseen, and make sure the health
-    checker runs."""
+    batches whose jobs all ended, start a drain if work waits unseen, make sure the health
+    checker runs, and delete jobs past their retention (a bounded share of the minute:
+    ``llmqueue.jobs.retention``)."""
     health_wake()
     reaped = slots_reap_dead() + jobs_reap()
     expired = jobs_expire()
@@ -133,7 +135,14 @@ def housekeeping() -> dict[str, int]:
     if due is not None and due <= timezone.now() + timedelta(seconds=60) and slots_live() == 0:
         _enqueue_drain()
         woke = 1
-    return {"reaped": reaped, "expired": expired, "settled": settled, "woke": woke}
+    purged = jobs_purge()
+    return {
+        "reaped": reaped,
+        "expired": expired,
+        "settled": settled,
+        "woke": woke,
+        "purged": sum(purged.values()),
+    }
 
 
 # --- the drain ----------------------------------------------------------------------------------
