@@ -25,10 +25,14 @@ never overwrite the job's new life). A transition that matched no row raises Tra
 except in the drain's batch writes, where a lost fence is expected and simply skipped. Whether
 a failed call is retried, refunded or dead-lettered is ``llmqueue.policies.retry``'s decision.
 
-The package: ``intake`` (new jobs), ``owner`` (cancel, retry), ``claims`` (the drain's
-transitions: claim the scheduler's plan, record, release, reap), ``singleflight`` (followers
-of an identical job in flight) and ``transitions`` (the table and its executor). Import from
-here.
+The package: ``intake`` with ``validation`` and ``jsonl`` (new jobs, from every edge),
+``transitions`` (the table and its executor), ``claims`` (the drain's transitions: claim the
+scheduler's plan, record, release, reap), ``owner`` (cancel, retry), ``singleflight``
+(followers of an identical job in flight), ``expiry`` (deadlines), ``batches`` and ``files``
+(the Batch and Files APIs), ``retention`` and ``totals`` (history and its lifetime counts),
+``due``, ``selectors``, ``timeseries`` and ``collectors`` (reads), ``fairness``, ``warm``
+(cache warming) and ``waiting`` (the web process's one poller for waiting requests). Import
+the common services from here.
 """
 
 from llmqueue.jobs.claims import (
@@ -41,10 +45,8 @@ from llmqueue.jobs.claims import (
     jobs_record,
     jobs_release,
     jobs_renew,
-    queue_due_count,
-    queue_has_due,
-    queue_next_due,
 )
+from llmqueue.jobs.due import queue_due_count, queue_has_due, queue_next_due
 from llmqueue.jobs.expiry import jobs_expire
 from llmqueue.jobs.intake import JobSpec, job_submit, jobs_submit_many, served_models
 from llmqueue.jobs.owner import job_cancel, job_retry, jobs_retry

@@ -17,7 +17,7 @@ from llmqueue import metrics
 from llmqueue.cache import StoreItem
 from llmqueue.calls.types import CallResult, Target
 from llmqueue.conf import conf
-from llmqueue.db.rows import db_param, rows_insert, rows_read
+from llmqueue.db.rows import db_param, rows_insert
 from llmqueue.jobs.singleflight import followers_release, followers_rescue, leaders_settle
 from llmqueue.jobs.transitions import (
     Completion,
@@ -29,7 +29,7 @@ from llmqueue.jobs.transitions import (
 from llmqueue.limits.ledger import (
     tokens_used,
 )
-from llmqueue.models import Endpoint, Job, JobAttempt, Outcome, Status, status_literals
+from llmqueue.models import Endpoint, Job, JobAttempt, Outcome, Status
 from llmqueue.policies.retry import BackoffSettings, retry_decide
 
 
@@ -315,23 +315,13 @@ def jobs_reap(*, limit: int = 500, holders: Collection[str] = ()) -> int:
     claims need not wait for their leases to lapse.
     """
     now = timezone.now()
-    if holders:
-        lapsed = Q(pk__in=[])
-        for tag in holders:
-            if not tag:
-                raise ValueError("holders: an empty tag would match every claim")
-            lapsed |= Q(lease_token__startswith=tag)
-        why = "its worker died mid-call (its process is gone)"
-    else:
-        lapsed = Q(lease_expires_at__lt=now)
-        why = "lease expired: the worker died or stalled mid-call"
-    expired = may_start("reap") & lapsed
+    lapsed, why = _lost_claims(holders, now=now)
     with transaction.atomic():
         followers_rescue(now=now)
         # In job_running's order: SQLite then walks that partial index (the running jobs),
         # where the model's default order (-id) made it walk the whole table.
         rows = list(
-            Job.objects.filter(expired)
+            Job.objects.filter(may_start("reap") & lapsed)
             .order_by("endpoint_id", "lease_expires_at")
             .values_list(
                 "pk", "attempts", "max_attempts", "endpoint_id", "started_at", "lease_token"
@@ -339,20 +329,7 @@ def jobs_reap(*, limit: int = 500, holders: Collection[str] = ()) -> int:
         )
         if not rows:
             return 0
-        names = dict(Endpoint.objects.values_list("id", "name"))
-        JobAttempt.objects.bulk_create(
-            JobAttempt(
-                job_id=pk,
-                number=attempts,
-                endpoint_id=endpoint_id,
-                endpoint_name=names.get(endpoint_id, ""),
-                started_at=started_at or now,
-                outcome=Outcome.LOST,
-                error=why,
-            )
-            for pk, attempts, _, endpoint_id, started_at, _ in rows
-        )
-        metrics.attempts_lost(names.get(row[3], "") for row in rows)
+        _lost_attempts_log(rows, why=why, now=now)
         n = 0
         ended: list[int] = []
         for pk, attempts, max_attempts, _, _, token in rows:
@@ -371,9 +348,39 @@ def jobs_reap(*, limit: int = 500, holders: Collection[str] = ()) -> int:
             ):
                 ended.append(pk)
         followers_release(ended, now=now)
-        dead = len(ended)
-        metrics.jobs_finished(Status.DEAD, dead)
-    return n + dead
+        metrics.jobs_finished(Status.DEAD, len(ended))
+    return n + len(ended)
+
+
+def _lost_claims(holders: Collection[str], *, now: dt.datetime) -> tuple[Q, str]:
+    """Which claims are lost, and why: those of the drains ``holders`` (by their tokens'
+    prefix), or else every claim whose lease lapsed."""
+    if not holders:
+        return Q(lease_expires_at__lt=now), "lease expired: the worker died or stalled mid-call"
+    held = Q(pk__in=[])
+    for tag in holders:
+        if not tag:
+            raise ValueError("holders: an empty tag would match every claim")
+        held |= Q(lease_token__startswith=tag)
+    return held, "its worker died mid-call (its process is gone)"
+
+
+def _lost_attempts_log(rows: Sequence[tuple[Any, ...]], *, why: str, now: dt.datetime) -> None:
+    """An attempt row (outcome lost) for each reaped claim, and the metric."""
+    names = dict(Endpoint.objects.values_list("id", "name"))
+    JobAttempt.objects.bulk_create(
+        JobAttempt(
+            job_id=pk,
+            number=attempts,
+            endpoint_id=endpoint_id,
+            endpoint_name=names.get(endpoint_id, ""),
+            started_at=started_at or now,
+            outcome=Outcome.LOST,
+            error=why,
+        )
+        for pk, attempts, _, endpoint_id, started_at, _ in rows
+    )
+    metrics.attempts_lost(names.get(row[3], "") for row in rows)
 
 
 def attempt_usages(results: Iterable[AttemptResult]) -> list[tuple[int, int, int, int]]:
@@ -386,32 +393,3 @@ def attempt_usages(results: Iterable[AttemptResult]) -> list[tuple[int, int, int
             c = r.claim
             usages.append((c.target.id, c.owner_id, c.tokens_estimate, used))
     return usages
-
-
-def queue_has_due() -> bool:
-    """Whether any queued job is due now (a cheap read, for idle polls)."""
-    return Job.objects.filter(
-        status=Status.QUEUED, available_at__lte=timezone.now(), follows__isnull=True
-    ).exists()
-
-
-def queue_due_count(now: dt.datetime) -> int:
-    """How many queued jobs are due (followers too: they wait for nothing but their leader).
-    The status is a literal: SQLite then counts from job_next_due alone (~30 ms at 300,000
-    due, against ~140 ms with the status as a parameter, which it checks in every row)."""
-    sql = (
-        f"SELECT COUNT(*) FROM {{table}} WHERE status = {status_literals([Status.QUEUED])} "
-        "AND available_at <= %s"
-    )
-    ((n,),) = rows_read(Job, (), sql, [db_param(Job, "available_at", now)])
-    return int(n)
-
-
-def queue_next_due() -> dt.datetime | None:
-    """When the earliest queued job becomes claimable (None: the queue is empty)."""
-    return (
-        Job.objects.filter(status=Status.QUEUED, follows__isnull=True)
-        .order_by("available_at")
-        .values_list("available_at", flat=True)
-        .first()
-    )

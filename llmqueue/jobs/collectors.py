@@ -16,7 +16,7 @@ from prometheus_client.registry import Collector
 
 from llmqueue.db.rows import db_param, rows_read
 from llmqueue.endpoints.pools import endpoint_in_flight
-from llmqueue.jobs.claims import queue_due_count
+from llmqueue.jobs.due import queue_due_count
 from llmqueue.jobs.totals import status_count
 from llmqueue.models import Endpoint, Job, Status, status_literals
 

@@ -16,7 +16,7 @@ from django.utils import timezone
 from llmqueue import metrics
 from llmqueue.db.rows import rows_read
 from llmqueue.endpoints.pools import endpoint_in_flight
-from llmqueue.jobs import queue_due_count
+from llmqueue.jobs.due import queue_due_count
 from llmqueue.jobs.timeseries import window_summary
 from llmqueue.jobs.totals import status_count, totals_read
 from llmqueue.models import TERMINAL, Batch, Endpoint, Job, Status, TokenBucket, status_literals

@@ -4,14 +4,7 @@ A drain is a django-q2 task (``drain``) that holds one of its host's drain slots
 It never waits for a batch: each time calls finish, one short transaction writes their
 outcomes and claims as many new jobs as there are free places, so every place stays busy.
 
-Who starts drains:
-- a submission, once it commits (``drain_wake``), when no live drain would see its jobs: one
-  drain, or as many as a big submission fills, up to the fleet's slots;
-- a drain that fills all its places, every few seconds, while the fleet has a free slot, so
-  that other workers (on this host or another) join in while a backlog lasts;
-- a drain that reaches its maximum life with work left hands over to a fresh task;
-- every worker process as it starts (after a crash, the cluster picks the queue up again);
-- the housekeeping schedule, every minute, as the net under all of the above.
+Who starts drains, and when: ``llmqueue.worker.tasks``.
 
 Nothing here is needed for safety: a job's claim is a lease in the Job table, and a job whose
 lease expired goes back to the queue (``jobs_reap``). Drains only make the queue move.
@@ -24,14 +17,11 @@ import contextlib
 import dataclasses
 import heapq
 import logging
-import secrets
-from datetime import timedelta
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections, connections, transaction
 from django.utils import timezone
-from django_q.tasks import async_task
 
 from llmqueue.calls.client import Upstream
 from llmqueue.calls.types import CallRequest, CallResult
@@ -51,30 +41,25 @@ from llmqueue.jobs import (
     queue_has_due,
     queue_next_due,
 )
-from llmqueue.jobs.batches import batches_settle
-from llmqueue.jobs.retention import jobs_purge
 from llmqueue.limits.ledger import buckets_reconcile
 from llmqueue.models import DrainSlot, Outcome
 from llmqueue.worker.batching import Batcher, batch_key, batching_enabled
-from llmqueue.worker.health import health_wake
+from llmqueue.worker.logs import attempt_log
 from llmqueue.worker.scheduler import jobs_schedule
 from llmqueue.worker.slots import (
     host_name,
     owner_tag,
     slot_acquire,
     slot_beat,
-    slot_hosts,
     slot_owner,
     slot_release,
-    slots_live,
     slots_reap_dead,
     stop_on_signals,
 )
+from llmqueue.worker.tasks import drain_enqueue, drain_spread
 
 log = logging.getLogger(__name__)
 
-DRAIN_TASK = "llmqueue.worker.drain.drain"
-HOUSEKEEPING_TASK = "llmqueue.worker.drain.housekeeping"
 #: how long a drain with a healthy reserve lets finished calls gather before a step. A step
 #: costs ~3 ms of CPU however small, plus ~0.18 ms a job (bench/step.py), so longer gathers
 #: cost less per job; but every step a new job waits for is delay for it: with 50 ms and a
@@ -84,65 +69,6 @@ COALESCE_S = 0.01
 #: how often a drain looks for dead drains whose claims to give back (a read of the slots,
 #: and a look in /proc for the pids of this machine)
 REAP_DEAD_S = 1.0
-
-
-def _enqueue_drain() -> None:
-    async_task(DRAIN_TASK, task_name=f"drain-{secrets.token_hex(4)}", q_options={"save": False})
-
-
-def drain_spread() -> None:
-    """A full drain asks for help: enqueue another drain while the fleet has a free slot.
-
-    The fleet's slots are DRAINS_PER_HOST on every host known to have drained (see
-    ``slots.slot_hosts``); extra drains that find none free end at once, so this is only a
-    saving, never a risk.
-    """
-    try:
-        if slots_live() < conf.DRAINS_PER_HOST * max(1, slot_hosts()):
-            _enqueue_drain()
-    except Exception:
-        log.exception("could not ask for another drain")
-    finally:
-        connections.close_all()
-
-
-def drain_wake(jobs: int = 1) -> None:
-    """Start drains unless a live one will see the queue anyway (and spread, if it is full):
-    one, or for a big submission as many as its jobs fill, up to the fleet's slots, so that
-    they start together rather than one after another. Cheap: one or two small queries."""
-    try:
-        if slots_live() == 0:
-            fills = -(-jobs // max(1, int(conf.DRAIN_CONCURRENCY)))
-            if fills > 1:
-                fills = min(fills, conf.DRAINS_PER_HOST * max(1, slot_hosts()))
-            for _ in range(max(1, fills)):
-                _enqueue_drain()
-    except Exception:  # a wake is a hint; the housekeeping schedule is the net under it
-        log.exception("could not wake a drain")
-
-
-def housekeeping() -> dict[str, int]:
-    """Every minute: requeue jobs whose worker died, expire those past their deadline, settle
-    batches whose jobs all ended, start a drain if work waits unseen, make sure the health
-    checker runs, and delete jobs past their retention (a bounded share of the minute:
-    ``llmqueue.jobs.retention``)."""
-    health_wake()
-    reaped = slots_reap_dead() + jobs_reap()
-    expired = jobs_expire()
-    settled = batches_settle()
-    due = queue_next_due()
-    woke = 0
-    if due is not None and due <= timezone.now() + timedelta(seconds=60) and slots_live() == 0:
-        _enqueue_drain()
-        woke = 1
-    purged = jobs_purge()
-    return {
-        "reaped": reaped,
-        "expired": expired,
-        "settled": settled,
-        "woke": woke,
-        "purged": sum(purged.values()),
-    }
 
 
 # --- the drain ----------------------------------------------------------------------------------
@@ -162,31 +88,6 @@ def drain() -> str:
     finally:
         connections.close_all()
     return f"handled {handled} calls"
-
-
-def _log_attempt(result: AttemptResult) -> None:
-    """One line per call, its job, endpoint and outcome as fields (``LOG_FORMAT=json``): a
-    success at DEBUG (a busy fleet makes thousands a second), a retry or rejection at INFO.
-    Never the request's headers, so never the endpoint's key."""
-    claim, call = result.claim, result.call
-    log.log(
-        logging.DEBUG if call.outcome == Outcome.SUCCESS else logging.INFO,
-        "job %s attempt %d on %s: %s%s",
-        claim.job_id,
-        claim.attempt,
-        claim.target.name,
-        call.outcome,
-        f" ({call.error})" if call.error else "",
-        extra={
-            "job_id": claim.job_id,
-            "endpoint": claim.target.name,
-            "model": claim.model,
-            "outcome": str(call.outcome),
-            "attempt": claim.attempt,
-            "http_status": call.http_status,
-            "duration_ms": round(call.duration_ms, 1),
-        },
-    )
 
 
 def _db(fn: Any) -> Any:
@@ -298,7 +199,7 @@ class Drainer:
         # and woke one itself. No job falls between the two.
         due = queue_next_due()
         if due is not None and (hand_over or due <= timezone.now()):
-            _enqueue_drain()
+            drain_enqueue()
 
     # -- calls --
 
@@ -361,7 +262,7 @@ class Drainer:
             return
         result = task.result()
         self.finished.append(result)
-        _log_attempt(result)
+        attempt_log(result)
         self._start_calls()
         self.wakeup.set()
 

@@ -18,7 +18,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from llmqueue.models import DrainSlot
-from llmqueue.worker.drain import HOUSEKEEPING_TASK
+from llmqueue.worker.tasks import HOUSEKEEPING_TASK
 
 
 def cluster_heartbeat() -> datetime | None:

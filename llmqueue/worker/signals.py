@@ -14,9 +14,9 @@ from django_q.signals import post_spawn
 from llmqueue.calls.client import tls_context
 from llmqueue.conf import conf
 from llmqueue.jobs.transitions import jobs_due
-from llmqueue.worker.drain import HOUSEKEEPING_TASK, drain_wake
 from llmqueue.worker.health import health_wake
 from llmqueue.worker.slots import host_name, slots_reap_dead, slots_register
+from llmqueue.worker.tasks import HOUSEKEEPING_TASK, drain_wake
 
 log = logging.getLogger(__name__)
 

@@ -152,7 +152,7 @@ def test_probes(client):
     Schedule.objects.update_or_create(
         name="llmqueue housekeeping",
         defaults={
-            "func": "llmqueue.worker.drain.housekeeping",
+            "func": "llmqueue.worker.housekeeping.housekeeping",
             "next_run": timezone.now(),
             "task": "abc",
         },

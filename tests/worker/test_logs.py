@@ -17,7 +17,7 @@ from llmqueue.calls.types import CallResult, Target
 from llmqueue.jobs import job_submit
 from llmqueue.jobs.claims import AttemptResult, Claim
 from llmqueue.models import Job, Outcome, Status
-from llmqueue.worker import drain
+from llmqueue.worker import logs as worker_logs
 from tests.factories import chat_spec, make_endpoint, make_user
 from tests.fixtures import wait_until
 
@@ -26,13 +26,13 @@ KEY = "sk-live-do-not-log-4f9a"
 
 @pytest.fixture
 def json_lines() -> Iterator[io.StringIO]:
-    """The drain's logger through the settings' JSON formatter, into a buffer."""
+    """The worker's attempt logger through the settings' JSON formatter, into a buffer."""
     options = dict(settings.LOGGING["formatters"]["json"])
     formatter = import_string(options.pop("()"))(**options)
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
-    logger = logging.getLogger(drain.__name__)
+    logger = logging.getLogger(worker_logs.__name__)
     old_level = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
@@ -65,13 +65,13 @@ def _result(outcome: Outcome, *, error: str = "", status: int = 200) -> AttemptR
 
 
 def test_a_worker_line_about_a_job_is_json_with_its_fields(json_lines):
-    drain._log_attempt(_result(Outcome.SUCCESS))
-    drain._log_attempt(_result(Outcome.REJECTED, error="HTTP 400: bad", status=400))
+    worker_logs.attempt_log(_result(Outcome.SUCCESS))
+    worker_logs.attempt_log(_result(Outcome.REJECTED, error="HTTP 400: bad", status=400))
     first, second = (json.loads(line) for line in json_lines.getvalue().splitlines())
     assert first["job_id"] == 42 and first["endpoint"] == "gpu-a" and first["model"] == "m-small"
     assert first["outcome"] == "success" and first["level"] == "DEBUG"
     assert first["message"] == "job 42 attempt 2 on gpu-a: success"
-    assert first["logger"] == "llmqueue.worker.drain" and first["duration_ms"] == 12.3
+    assert first["logger"] == "llmqueue.worker.logs" and first["duration_ms"] == 12.3
     assert second["outcome"] == "rejected" and second["level"] == "INFO"
     assert second["http_status"] == 400 and second["message"].endswith("(HTTP 400: bad)")
     assert KEY not in json_lines.getvalue()
