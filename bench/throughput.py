@@ -1,6 +1,7 @@
 """End-to-end throughput of the queue, against the client ceiling on the same stand-in endpoint.
 
     .venv/bin/python bench/throughput.py [--jobs 5000] [--inflight 64] [--workers 1]
+        [--endpoint-concurrency 10000]
         [--latency-ms 100] [--timeout 300] [--idle-samples 10] [--ceiling-calls N]
         [--database-url postgres://...] [--redis redis://...] [--profile stacks.txt]
         [--repeat N]
@@ -11,7 +12,8 @@ One run, from the repository root's code:
    used by nothing else: every queued job in it is drained), migrated;
 2. the stand-in endpoint (``llmqueue.standin``) in a subprocess, and an Endpoint row for it;
 3. the ceiling: ``bench/upstream_clients.ceiling`` (the best of llmqueue's own client and
-   aiohttp alone) at the same total in-flight level (``--inflight`` x ``--workers``);
+   aiohttp alone) at the same total in-flight level (``--inflight`` x ``--workers``, or the
+   endpoint's ``--endpoint-concurrency`` if lower);
 4. ``manage.py qcluster`` in a subprocess with ``--workers`` drain slots of ``--inflight``
    calls each; once it is up and idle (its start-up drains have lingered out), ``--jobs``
    chat jobs are submitted through ``POST /api/jobs/bulk/`` (Django's test client, in this
@@ -211,14 +213,18 @@ def configure(args: argparse.Namespace, tmp: Path) -> None:
     call_command("migrate", verbosity=0)
 
 
-def make_endpoint_and_user(base_url: str) -> Any:
+def make_endpoint_and_user(base_url: str, *, max_concurrency: int) -> Any:
     from django.contrib.auth import get_user_model
 
     from llmqueue.models import Endpoint
 
     Endpoint.objects.update_or_create(
         name="standin",
-        defaults={"base_url": base_url, "served_models": ["echo"], "max_concurrency": 10000},
+        defaults={
+            "base_url": base_url,
+            "served_models": ["echo"],
+            "max_concurrency": max_concurrency,
+        },
     )
     return get_user_model().objects.create_user(username=f"bench-{uuid.uuid4().hex[:8]}")
 
@@ -482,9 +488,10 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
     from llmqueue.models import Job, Status
 
-    total_inflight = args.inflight * args.workers
+    # what the queue can have in flight: its drains' places, or the endpoint's cap if lower
+    total_inflight = min(args.inflight * args.workers, args.endpoint_concurrency)
     with standin_process(latency_ms=args.latency_ms) as server:
-        user = make_endpoint_and_user(server.base_url)
+        user = make_endpoint_and_user(server.base_url, max_concurrency=args.endpoint_concurrency)
         roof = ceiling(
             server.base_url,
             calls=args.ceiling_calls or args.jobs,
@@ -496,7 +503,9 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         # A served API is warm: one bulk submission of another user's jobs first, which the
         # cluster drains as it starts (before the run, whose counts are this user's jobs).
         warm = Client(HTTP_HOST="localhost")
-        warm.force_login(make_endpoint_and_user(server.base_url))
+        warm.force_login(
+            make_endpoint_and_user(server.base_url, max_concurrency=args.endpoint_concurrency)
+        )
         submit_bulk(warm, BULK_CHUNK, first=10 * args.jobs)
         cluster = start_cluster(tmp / "qcluster.log")
         tree = CpuTree(cluster.pid)
@@ -654,6 +663,12 @@ def main() -> None:
     parser.add_argument("--inflight", type=int, default=64, help="calls in flight per drain")
     parser.add_argument("--workers", type=int, default=1, help="drains (worker processes)")
     parser.add_argument("--latency-ms", type=float, default=100.0, help="stand-in latency")
+    parser.add_argument(
+        "--endpoint-concurrency",
+        type=int,
+        default=10000,
+        help="the endpoint's max_concurrency (64: the default drains per host meet a common cap)",
+    )
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds for all jobs")
     parser.add_argument("--idle-samples", type=int, default=10)
     parser.add_argument("--ceiling-calls", type=int, default=0, help="default: --jobs")
