@@ -11,11 +11,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponseBase
 
 from llmqueue.api.views import JobViewSet, wait_seconds
-from llmqueue.jobs.waiting import job_wait, request_thread_release
+from llmqueue.jobs.waiting import db_section, job_wait, request_thread_release
 from llmqueue.models import TERMINAL
 
 #: the router's detail view of a job (JobViewSet serves only GET on it)
@@ -30,7 +29,7 @@ def _ask(request: HttpRequest, pk: str) -> Any:
 
 async def job_detail(request: HttpRequest, pk: str) -> HttpResponseBase:
     raw = request.GET.get("wait")
-    response = await sync_to_async(_ask)(request, pk)
+    response = await db_section(_ask, request, pk)
     if raw is None or request.method != "GET" or response.status_code != 200:
         return response
     deadline = time.monotonic() + wait_seconds(raw)  # checked already: a bad one was a 400
@@ -41,7 +40,7 @@ async def job_detail(request: HttpRequest, pk: str) -> HttpResponseBase:
         if remaining <= 0:
             break
         await job_wait(job_id=int(pk), timeout=remaining)
-        response = await sync_to_async(_ask)(request, pk)
+        response = await db_section(_ask, request, pk)
         if response.status_code != 200:
             break
     return response

@@ -16,17 +16,26 @@ A request itself still has a thread: Django's ASGI handler runs each request's s
 kept until the request ends. Idle while the request waits, that would still be a thread per
 waiter, so a view calls ``request_thread_release`` before it waits: the request's database
 connection is closed and its thread ends; sync code after the wait gets a new one.
+
+Its database work goes through ``db_section``: ``DB_SECTIONS`` threads per process, each with
+one lasting connection, do the database work of every waiting request in turn. Else a
+thousand waiters woken by one tick would open a thousand connections (PostgreSQL's default
+max_connections is 100: "sorry, too many clients already").
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import weakref
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from asgiref.sync import SyncToAsync, sync_to_async
 from django.db import DatabaseError, connection, connections
+from django.db import Error as DjangoDbError
 
 from llmqueue import metrics
 from llmqueue.conf import conf
@@ -34,6 +43,11 @@ from llmqueue.models import TERMINAL, Job
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
+#: threads (and so database connections) of one web process for its async views' database
+#: work (``db_section``)
+DB_SECTIONS = 16
 #: ids per query: far under SQLite's 32,766 bound variables, and an IN list PostgreSQL plans
 #: well; 1,000 waiters are one query
 CHUNK = 5000
@@ -53,6 +67,12 @@ def _terminal_among(ids: list[int]) -> list[int]:
         # A broken connection (a restarted server, a dropped socket): the next tick reconnects.
         connection.close()
         raise
+
+
+def _connection_close() -> None:
+    # Called in the poller's thread: ``connection`` names that thread's own connection there
+    # (``connection.close`` taken on the event loop's thread would be the loop thread's).
+    connection.close()
 
 
 class JobPoller:
@@ -81,6 +101,14 @@ class JobPoller:
                 del self.waiters[job_id]
 
     async def _run(self) -> None:
+        try:
+            await self._poll()
+        finally:
+            # No one waits: its connection is not kept open for the next waiter, which may
+            # come much later (and a test database must be droppable).
+            await self.loop.run_in_executor(self.executor, _connection_close)
+
+    async def _poll(self) -> None:
         while self.waiters:
             await asyncio.sleep(float(conf.WAIT_POLL_S))
             ids = list(self.waiters)
@@ -141,13 +169,51 @@ def _connections_drop() -> None:
         del connections[conn.alias]
 
 
+def _request_thread() -> bool:
+    """Whether this runs in a request of Django's ASGI handler, whose sync code has a thread
+    of its own (under WSGI or the test client it shares the caller's, and its connection)."""
+    context = SyncToAsync.thread_sensitive_context.get(None)
+    return context is not None and context in SyncToAsync.context_to_thread_executor
+
+
 async def request_thread_release() -> None:
     """End the thread Django's ASGI handler keeps for this request, before a long wait (see
     the module docstring). Outside such a request (WSGI, the test client) it does nothing."""
     context = SyncToAsync.thread_sensitive_context.get(None)
-    if context is None or context not in SyncToAsync.context_to_thread_executor:
+    if context is None or not _request_thread():
         return
     await sync_to_async(_connections_drop)()
     executor = SyncToAsync.context_to_thread_executor.pop(context, None)
     if executor is not None:
         executor.shutdown(wait=False)  # its one thread is idle: it ends now
+
+
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ThreadPoolExecutor] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def db_section(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run the sync ``fn`` (database work of an async view) on one of the ``DB_SECTIONS``
+    threads of this event loop, each keeping one connection, so that a thousand requests
+    woken at once share a few connections instead of opening one each. Outside an ASGI
+    request (WSGI, the test client) it runs in the caller's thread, on its connection."""
+    # Django's ASGI handler gives each request a thread-sensitive context (kept after
+    # request_thread_release ended its thread); WSGI and the test client give none.
+    if SyncToAsync.thread_sensitive_context.get(None) is None:
+        return await sync_to_async(fn)(*args, **kwargs)
+    loop = asyncio.get_running_loop()
+    pool = _pools.get(loop)
+    if pool is None:
+        pool = _pools[loop] = ThreadPoolExecutor(DB_SECTIONS, thread_name_prefix="llmqueue-db")
+    return await loop.run_in_executor(pool, functools.partial(_db_call, fn, *args, **kwargs))
+
+
+def _db_call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    try:
+        return fn(*args, **kwargs)
+    except DjangoDbError:
+        # A broken connection (a restarted server, a dropped socket) is not kept: the next
+        # section on this thread connects again.
+        connection.close()
+        raise

@@ -10,13 +10,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from llmqueue.conf import conf
 from llmqueue.jobs.intake import served_models
-from llmqueue.jobs.waiting import job_wait, request_thread_release
+from llmqueue.jobs.waiting import db_section, job_wait, request_thread_release
 from llmqueue.models import Job, Kind
 from llmqueue.openai.answers import answer_of, still_waiting
 from llmqueue.openai.errors import OpenAIError, bad_request, caller
@@ -62,16 +61,16 @@ async def _call(request: HttpRequest, kind: str) -> HttpResponseBase:
     started = time.monotonic()
     budget = wait_budget(request)
     try:
-        job, stream = await sync_to_async(_submit)(request, kind)
+        job, stream = await db_section(_submit, request, kind)
     except OpenAIError as exc:
         return exc.response()
     if job.is_terminal:
-        return await sync_to_async(answer_of)(job, stream=stream)
+        return await db_section(answer_of, job, stream=stream)
     await request_thread_release()
     remaining = budget - (time.monotonic() - started)
     while remaining > 0:
         await job_wait(job_id=job.pk, timeout=remaining)
-        answer = await sync_to_async(_finished)(job.pk, stream)
+        answer = await db_section(_finished, job.pk, stream)
         if answer is not None:
             return answer
         remaining = budget - (time.monotonic() - started)
@@ -116,11 +115,11 @@ def _models(request: HttpRequest, name: str | None) -> HttpResponse:
 
 
 async def models(request: HttpRequest) -> HttpResponse:
-    return await sync_to_async(_models)(request, None)
+    return await db_section(_models, request, None)
 
 
 async def model(request: HttpRequest, name: str) -> HttpResponse:
-    return await sync_to_async(_models)(request, name)
+    return await db_section(_models, request, name)
 
 
 async def not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
