@@ -8,6 +8,7 @@ from typing import Any
 from rest_framework import serializers
 
 from llmqueue.conf import conf
+from llmqueue.endpoints.service import FIELDS as ENDPOINT_FIELDS
 from llmqueue.endpoints.service import endpoint_create, endpoint_update
 from llmqueue.errors import EndpointInvalid
 from llmqueue.jobs import JobSpec
@@ -178,22 +179,8 @@ class EndpointSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Endpoint
-        fields = [
-            "id",
-            "name",
-            "base_url",
-            "api_key",
-            "models",
-            "weight",
-            "max_concurrency",
-            "rpm_limit",
-            "tpm_limit",
-            "timeout_s",
-            "enabled",
-            "healthy",
-            "breaker_state",
-            "latency_ms",
-        ]
+        # the settings the endpoint service takes, between the read-only state
+        fields = ["id", *ENDPOINT_FIELDS, "healthy", "breaker_state", "latency_ms"]
         read_only_fields = ["id", "healthy", "breaker_state", "latency_ms"]
 
     @staticmethod
