@@ -114,6 +114,12 @@ EMBED_BATCH_SIZE = Histogram(
     "bisected re-sends of a rejected call included.",
     buckets=BATCH_BUCKETS,
 )
+PLACES_PASSED = Counter(
+    "llmqueue_places_passed",
+    "Calls a drain started in the place of its own finished call to a full endpoint, without "
+    "waiting for a step to free the place (llmqueue.worker.reserve), by endpoint.",
+    ["endpoint"],
+)
 UPSTREAM_RATE_LIMITED = Counter(
     "llmqueue_upstream_rate_limited",
     "Upstream answers 429 (the endpoint asked us to slow down), by endpoint.",
@@ -215,6 +221,13 @@ def embed_batch(size: int) -> None:
     """Count one merged embeddings call of ``size`` inputs. At call time, not after a commit:
     the call happened whatever the drain's next step does with its results."""
     EMBED_BATCH_SIZE.observe(size)
+
+
+def places_passed(endpoints: Iterable[str]) -> None:
+    """Count calls started in a place a finished call of the same drain left (one per name)."""
+    tally = Tally(endpoints)
+    if tally:
+        _after_commit(lambda: _inc_each(PLACES_PASSED, tally))
 
 
 def rate_limit_wait(*, scope: str, n: int = 1) -> None:

@@ -82,3 +82,14 @@ class CallResult:
     spent: bool = True
     #: pause the endpoint this long (a 429's Retry-After, or rate-limit headers at zero)
     pause_s: float | None = None
+
+    @classmethod
+    def worker_error(cls, target: Target, exc: BaseException) -> CallResult:
+        """A call that failed inside the worker (a bug): it costs an attempt, never the job."""
+        return cls(
+            target=target,
+            started_at=dt.datetime.now(dt.UTC),
+            duration_ms=0.0,
+            outcome=Outcome.RETRY,
+            error=f"worker error: {type(exc).__name__}: {exc}"[:2000],
+        )

@@ -21,8 +21,8 @@ import dataclasses
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 from django.db import connection
 from django.utils import timezone
@@ -99,14 +99,15 @@ def _stats(e: Endpoint) -> FailureStats:
 
 
 def endpoint_in_flight(*, now: Any = None) -> dict[int, int]:
-    """Calls in flight per endpoint id, across the fleet. Its SQL is written once
+    """Calls in flight per endpoint id, across the fleet (a job claimed behind a full endpoint
+    has none until it takes a place: ``llmqueue.worker.reserve``). Its SQL is written once
     (``llmqueue.db.rows``): every drain step runs it; the status is a literal so that SQLite
     matches the partial index job_running."""
     now = now or timezone.now()
     sql = (
         f"SELECT {{columns}}, COUNT(*) FROM {{table}} "
         f"WHERE status = {status_literals([Status.RUNNING])} "
-        "AND lease_expires_at > %s GROUP BY endpoint_id"
+        "AND lease_expires_at > %s AND endpoint_id IS NOT NULL GROUP BY endpoint_id"
     )
     rows = rows_read(Job, ("endpoint",), sql, [db_param(Job, "lease_expires_at", now)])
     return {endpoint_id: n for endpoint_id, n in rows}
@@ -135,21 +136,40 @@ class Seat:
     breaker: BreakerState
     #: a half-open or just-reopened breaker: each call is a probe the breaker must grant
     probing: bool
+    #: jobs a drain may claim for it beyond its room, to wait in that drain's reserve for a
+    #: place one of the drain's own calls here frees (``llmqueue.worker.reserve``): the
+    #: endpoint never has more calls in flight for them
+    behind: int = 0
+
+
+class Place(NamedTuple):
+    """Where the balancer put one job: a seat, and whether the job has a place of its room
+    (False: it waits behind the seat, in the claiming drain's reserve)."""
+
+    seat: Seat
+    seated: bool
 
 
 class Pools:
     """The seats of every model, for one claim; ``assign`` hands out one job's place."""
 
     def __init__(
-        self, by_model: dict[str, list[Seat]], settings: BreakerSettings, endpoints: list[Endpoint]
+        self,
+        by_model: dict[str, list[Seat]],
+        settings: BreakerSettings,
+        endpoints: list[Endpoint],
+        usable: frozenset[int] = frozenset(),
     ) -> None:
         self.by_model = by_model
         self._settings = settings
         self._endpoints = endpoints
+        #: the endpoints that may take calls now, full or not (enabled, healthy, not paused,
+        #: breaker not open)
+        self.usable = usable
         self._strategies: dict[str, Strategy] = {}  # read once per claim, not once per job
 
     def room(self) -> dict[str, int]:
-        return {m: sum(s.room for s in seats) for m, seats in self.by_model.items()}
+        return {m: sum(s.room + s.behind for s in seats) for m, seats in self.by_model.items()}
 
     def endpoints(self) -> list[Endpoint]:
         """The endpoints that have seats."""
@@ -157,33 +177,38 @@ class Pools:
 
     def assign(
         self, model: str, *, only: int | None = None, admit: Callable[[Seat], bool] | None = None
-    ) -> Seat | None:
-        """The seat that takes the next job of ``model``; None when no endpoint can.
+    ) -> Place | None:
+        """Where the next job of ``model`` goes; None when no endpoint can take it.
 
+        A seat with room first; only when none has room, a seat the job may wait behind.
         ``only``: the job is pinned to that endpoint. ``admit``: a seat the job may not use
         now (its rate limits, say) is passed over for this job.
         """
+        seats = [s for s in self.by_model.get(model, ()) if only is None or s.id == only]
+        if model not in self._strategies:
+            self._strategies[model] = _strategy(model)
+        strategy = self._strategies[model]
         refused: set[int] = set()
         while True:
-            pool = [
-                s
-                for s in self.by_model.get(model, ())
-                if s.room > 0 and s.id not in refused and (only is None or s.id == only)
-            ]
-            if model not in self._strategies:
-                self._strategies[model] = _strategy(model)
-            seat = self._strategies[model].pick(model, pool)
+            pool = [s for s in seats if s.room > 0 and s.id not in refused]
+            seated = bool(pool)
+            if not seated:
+                pool = [s for s in seats if s.behind > 0 and s.id not in refused]
+            seat = strategy.pick(model, pool)
             if seat is None:
                 return None
             if admit is not None and not admit(seat):
                 refused.add(seat.id)
                 continue
+            if not seated:
+                seat.behind -= 1
+                return Place(seat, seated=False)
             if seat.probing and not self._grant_probe(seat):
                 seat.room = 0
                 continue
             seat.room -= 1
             seat.in_flight += 1
-            return seat
+            return Place(seat, seated=True)
 
     def _grant_probe(self, seat: Seat) -> bool:
         allowed, new = breaker_allow(seat.breaker, time.time(), self._settings)
@@ -204,12 +229,17 @@ def _strategy(model: str) -> Strategy:
     return _strategies[name]
 
 
+def _trusted(state: BreakerState) -> bool:
+    """Closed, and no failure since its last success: not on probation."""
+    return state.phase is Phase.CLOSED and not state.consecutive_failures and "s" in state.window
+
+
 def _room(endpoint: Endpoint, state: BreakerState, busy: int, settings: BreakerSettings) -> int:
     room = endpoint.max_concurrency - busy
     if state.phase is not Phase.CLOSED:
         # Only the probes the breaker still has to give, and never more than it allows.
         return min(room, max(settings.half_open_probes - state.probes_granted, 1))
-    if state.consecutive_failures or "s" not in state.window:
+    if not _trusted(state):
         # On probation: failing lately, or no success since the breaker (re)closed. Never more
         # calls at risk than it takes to trip it, so a dead endpoint costs at most
         # BREAKER_FAILURES calls before it opens, however many drains send to it at once.
@@ -217,40 +247,47 @@ def _room(endpoint: Endpoint, state: BreakerState, busy: int, settings: BreakerS
     return room
 
 
-def dispatch_pools(*, now: Any = None) -> Pools:
+def dispatch_pools(*, now: Any = None, behind: Mapping[int, int] | None = None) -> Pools:
     """Every model's seats: enabled, healthy endpoints whose breaker lets a call through and
-    that have room. Call inside the claim's transaction."""
+    that have room. ``behind``: how many jobs the claiming drain may wait behind each
+    endpoint, full or not (``Seat.behind``); granted only where the breaker trusts it. Call
+    inside the claim's transaction."""
     now = now or timezone.now()
     epoch = now.timestamp()
     settings = breaker_settings()
+    behind = behind or {}
     endpoints = _locked("enabled AND healthy")
     busy = endpoint_in_flight(now=now) if endpoints else {}
     by_model: dict[str, list[Seat]] = defaultdict(list)
     seated: list[Endpoint] = []
+    usable: set[int] = set()
     for e in endpoints:
         state = breaker_of(e)
         if state.phase is Phase.OPEN and state.open_until is not None and epoch < state.open_until:
             continue
         if e.paused_until > epoch:  # it told us to back off
             continue
+        usable.add(e.id)
         room = _room(e, state, busy.get(e.id, 0), settings)
-        if room <= 0:
+        waiting = behind.get(e.id, 0) if _trusted(state) else 0
+        if room <= 0 and waiting <= 0:
             continue
         seat = Seat(
             id=e.id,
             weight=e.weight,
             in_flight=busy.get(e.id, 0),
-            room=room,
+            room=max(room, 0),
             ewma_latency_ms=latency_now(e, epoch),
             failure_ratio=failure_ratio(_stats(e), epoch, conf.STATS_TAU_S),
             target=Target(e.id, e.name, e.base_url, e.api_key, e.timeout_s),
             breaker=state,
             probing=state.phase is not Phase.CLOSED,
+            behind=max(waiting, 0),
         )
         seated.append(e)
         for model in e.served_models or ():
             by_model[model].append(seat)
-    return Pools(dict(by_model), settings, seated)
+    return Pools(dict(by_model), settings, seated, frozenset(usable))
 
 
 def endpoints_learn(results: Iterable[CallResult]) -> None:

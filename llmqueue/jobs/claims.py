@@ -56,6 +56,9 @@ class Claim:
     cache_ttl: int | None = None
     #: seconds from its submission to its first claim (the queue wait, for the metrics)
     waited_s: float = 0.0
+    #: claimed with a place of its endpoint's max_concurrency; False: it waits behind the
+    #: endpoint, to take a place its drain's own call there frees (``claims_seat``)
+    seated: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +79,8 @@ class Assignment(NamedTuple):
     rank: tuple[int, int, int]
     #: whether a tokens-per-minute bucket was charged for it (its usage corrects the charge)
     tokens_charged: bool
+    #: with a place of the endpoint's room (False: behind it, ``Seat.behind``)
+    seated: bool = True
 
 
 def lease_token(holder: str = "") -> str:
@@ -100,9 +105,11 @@ def jobs_claim_planned(
         return []
     lease_s = conf.LEASE_S if lease_s is None else lease_s
     token = lease_token(holder)
-    chosen: dict[int, list[int]] = defaultdict(list)
+    # A job claimed behind its endpoint is written to it only when it takes a place there
+    # (``claims_seat``): until then it counts against no endpoint's max_concurrency.
+    chosen: dict[int | None, list[int]] = defaultdict(list)
     for a in plan:
-        chosen[a.endpoint_id].append(a.job_id)
+        chosen[a.endpoint_id if a.seated else None].append(a.job_id)
     rows = claims_write(
         chosen,
         token=token,
@@ -130,8 +137,25 @@ def jobs_claim_planned(
             cache_key=key,
             cache_ttl=ttl,
             waited_s=(at[1] - at[0]).total_seconds(),
+            seated=a.seated,
         )
     return [claims[a.job_id] for a in plan if a.job_id in claims]  # in the order planned
+
+
+def claims_seat(claims: Sequence[Claim]) -> int:
+    """Write each claim that waited behind its endpoint to that endpoint: its call took the
+    place of a call of the same drain there that finished, which the same step records. So
+    the endpoint's count of calls in flight (``endpoint_in_flight``) never grows for it. Call
+    inside the step's transaction, before the finished calls are recorded."""
+    groups: dict[tuple[int, str], list[int]] = defaultdict(list)
+    for c in claims:
+        groups[(c.target.id, c.token)].append(c.job_id)
+    n = 0
+    for (endpoint_id, token), ids in groups.items():
+        running = Job.objects.filter(pk__in=ids, status=Status.RUNNING, lease_token=token)
+        n += running.update(endpoint_id=endpoint_id)
+    metrics.places_passed(c.target.name for c in claims)
+    return n
 
 
 def jobs_renew(*, tokens: Iterable[str], lease_s: float | None = None) -> int:

@@ -154,9 +154,9 @@ _CLAIM_SQL = (
 
 
 def claims_write(
-    chosen: Mapping[int, Sequence[int]], *, token: str, expires: Any, started: Any
+    chosen: Mapping[int | None, Sequence[int]], *, token: str, expires: Any, started: Any
 ) -> list[list[Any]]:
-    """queued -> running for the jobs ``chosen`` ({endpoint id: job ids}), under one lease
+    """queued -> running for the jobs ``chosen`` ({endpoint id or None: job ids}), under one lease
     ``token``; ``expires`` and ``started`` as database parameters (``db_param``). Returns the
     ``CLAIMED`` columns of the jobs it claimed (one no longer queued is skipped)."""
     rows: list[list[Any]] = []

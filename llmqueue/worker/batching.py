@@ -35,8 +35,6 @@ import math
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any
 
-from django.utils import timezone
-
 from llmqueue import metrics
 from llmqueue.calls.types import CallOutcome, CallRequest, CallResult
 from llmqueue.conf import conf
@@ -241,13 +239,7 @@ class Batcher:
             answers = await self._send(group, [budget])
         except Exception as exc:  # a bug here must cost an attempt, never the jobs
             log.exception("a merged call of %d jobs failed inside the worker", len(group))
-            failed = CallResult(
-                target=group[0].claim.target,
-                started_at=timezone.now(),
-                duration_ms=0.0,
-                outcome=Outcome.RETRY,
-                error=f"worker error: {type(exc).__name__}: {exc}"[:2000],
-            )
+            failed = CallResult.worker_error(group[0].claim.target, exc)
             answers = [(w, failed) for w in group]
         # This call's place is free before its jobs are done: the drain, told that they
         # are, starts the next calls at once.

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import heapq
 import logging
 from typing import Any
 
@@ -32,6 +31,7 @@ from llmqueue.jobs import (
     AttemptResult,
     Claim,
     attempt_usages,
+    claims_seat,
     jobs_claim_planned,
     jobs_expire,
     jobs_reap,
@@ -42,9 +42,10 @@ from llmqueue.jobs import (
     queue_next_due,
 )
 from llmqueue.limits.ledger import buckets_reconcile
-from llmqueue.models import DrainSlot, Outcome
+from llmqueue.models import DrainSlot
 from llmqueue.worker.batching import Batcher, batch_key, batching_enabled
 from llmqueue.worker.logs import attempt_log
+from llmqueue.worker.reserve import Reserve, StepWork
 from llmqueue.worker.scheduler import jobs_schedule
 from llmqueue.worker.slots import (
     host_name,
@@ -124,9 +125,10 @@ class Drainer:
 
     A call that finishes starts the next one from the reserve at once, without waiting for
     the database; the steps (record outcomes, claim more) only top the reserve up, in
-    batches that grow with the load. Reserved jobs are claimed like running ones (leased,
-    counted against their endpoint's max_concurrency), so a drain never holds more than an
-    endpoint allows, and a stopping drain gives its reserve straight back to the queue.
+    batches that grow with the load. Reserved jobs are claimed like running ones (leased, and
+    counted against their endpoint's max_concurrency, or waiting behind it for a place this
+    drain's own calls free: ``llmqueue.worker.reserve``), so no endpoint ever has more calls
+    out than it allows, and a stopping drain gives its reserve straight back to the queue.
     """
 
     def __init__(self, *, slot: DrainSlot) -> None:
@@ -137,9 +139,9 @@ class Drainer:
         # Enough to feed the calls while a step runs; more would hold jobs out of fair turns
         # and priority order for longer, and start paid calls later (see COALESCE_S).
         self.reserve_size = max(1, self.concurrency // 2)
-        # A heap by queue order: a job claimed later but more urgent (or another owner's turn)
+        # In queue order: a job claimed later but more urgent (or another owner's turn)
         # starts before the reserved ones it outranks.
-        self.reserve: list[tuple[tuple[int, int, int], Claim]] = []
+        self.reserve = Reserve()
         #: the calls' tasks, and the batcher's futures of the claims it merges
         self.inflight: dict[asyncio.Future[AttemptResult], Claim] = {}
         self.finished: list[AttemptResult] = []
@@ -168,14 +170,19 @@ class Drainer:
 
     # -- database steps (run in the DB thread) --
 
-    def _step(self, results: list[AttemptResult], want: int) -> list[Claim]:
+    def _step(self, results: list[AttemptResult], want: int, work: StepWork) -> list[Claim]:
         with writer_turn(), transaction.atomic():
+            # The places taken first, then the calls that gave them up recorded: in one
+            # transaction, so no endpoint ever counts fewer calls than are out.
+            claims_seat(work.seating)
+            jobs_release(claims=work.giving_back)
             jobs_record(results)
             endpoints_learn(r.call for r in results)
             buckets_reconcile(attempt_usages(results))
             now = timezone.now()
-            plan = jobs_schedule(limit=want, now=now)
-            return jobs_claim_planned(plan=plan, now=now, holder=self.holder)
+            schedule = jobs_schedule(limit=want, now=now, behind=work.behind)
+            work.usable = schedule.usable
+            return jobs_claim_planned(plan=schedule.plan, now=now, holder=self.holder)
 
     def _beat(self, tokens: list[str]) -> bool:
         """Renew the slot and our leases; False if the slot was taken from us."""
@@ -217,13 +224,7 @@ class Drainer:
                 job_id,
                 extra={"job_id": job_id, "endpoint": request.target.name, "outcome": "error"},
             )
-            return CallResult(
-                target=request.target,
-                started_at=timezone.now(),
-                duration_ms=0.0,
-                outcome=Outcome.RETRY,
-                error=f"worker error: {type(exc).__name__}: {exc}"[:2000],
-            )
+            return CallResult.worker_error(request.target, exc)
 
     async def _call(self, claim: Claim) -> AttemptResult:
         request = CallRequest(kind=claim.kind, payload=claim.payload, target=claim.target)
@@ -237,8 +238,9 @@ class Drainer:
 
     def _start_calls(self) -> None:
         assert self.loop is not None
-        while self.reserve and self._places() < self.concurrency and not self.stopping:
-            _, claim = heapq.heappop(self.reserve)
+        while self._places() < self.concurrency and not self.stopping:
+            if (claim := self.reserve.next()) is None:
+                break
             key = batch_key(claim) if self.batcher is not None else None
             call: asyncio.Future[AttemptResult]
             if self.batcher is not None and key is not None:
@@ -262,6 +264,7 @@ class Drainer:
             return
         result = task.result()
         self.finished.append(result)
+        self.reserve.freed(result)
         attempt_log(result)
         self._start_calls()
         self.wakeup.set()
@@ -277,8 +280,9 @@ class Drainer:
                 now = loop.time()
                 closing = now >= t.deadline
                 results, self.finished = self.finished, []
+                work = self.reserve.work()
                 want = await self._want(closing=closing, results=results, drained=t.drained)
-                claims = await self._fill(results, want)
+                claims = await self._fill(results, want, work)
                 if claims is None:  # the step failed: its results are kept for the next
                     continue
                 if want > 0:
@@ -310,21 +314,24 @@ class Drainer:
             return 0
         return want
 
-    async def _fill(self, results: list[AttemptResult], want: int) -> list[Claim] | None:
+    async def _fill(
+        self, results: list[AttemptResult], want: int, work: StepWork
+    ) -> list[Claim] | None:
         """One step (record ``results``, claim ``want``), and start calls from the reserve.
-        None if the step failed: its results go back to be written by the next one."""
-        if not results and want <= 0:
+        None if the step failed: its work goes back to be done by the next one."""
+        if not results and want <= 0 and not work:
             return []
+        work.behind = self.reserve.behind_room(self.inflight.values()) if want > 0 else {}
         try:
-            claims = await _db(self._step)(results, want)
+            claims = await _db(self._step)(results, want, work)
         except Exception:
             log.exception("drain step failed; keeping %d results", len(results))
             self.finished[:0] = results
+            self.reserve.work_failed(work)
             await asyncio.sleep(1.0)
             return None
         self.handled += len(results)
-        for claim in claims:
-            heapq.heappush(self.reserve, (claim.rank, claim))
+        self.reserve.work_done(work, claims)
         self._start_calls()
         return claims
 
@@ -333,7 +340,7 @@ class Drainer:
         dead drains, and, when ``full``, ask for help."""
         assert self.loop is not None
         if now >= t.next_beat:
-            held = [*self.inflight.values(), *(c for _, c in self.reserve)]
+            held = [*self.inflight.values(), *self.reserve.claims()]
             if not await _db(self._beat)([c.token for c in held]):
                 log.warning("drain %s lost its slot; stopping", self.slot.owner)
                 t.deadline = now
@@ -371,20 +378,19 @@ class Drainer:
             if self.inflight:
                 # Still beating: a settling drain must not look dead to the others, who would
                 # give its claims back to the queue while its calls still run.
-                held = [*self.inflight.values(), *(c for _, c in self.reserve)]
+                held = [*self.inflight.values(), *self.reserve.claims()]
                 try:
                     await _db(self._beat)([c.token for c in held])
                 except Exception:  # the give-back below matters more than a beat
                     log.exception("drain %s could not beat while settling", self.slot.owner)
-        given_back = [*self.inflight.values(), *(c for _, c in self.reserve)]
-        self.reserve.clear()
+        given_back = [*self.inflight.values(), *self.reserve.clear()]
         for task in list(self.inflight):
             task.cancel()
         if given_back:
             await _db(jobs_release)(claims=given_back)
         if self.finished:
             results, self.finished = self.finished, []
-            await _db(self._step)(results, 0)
+            await _db(self._step)(results, 0, self.reserve.work())
             self.handled += len(results)
         if self.upstream is not None:
             await self.upstream.aclose()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 from django.db import connection
@@ -74,32 +74,45 @@ def plan_assignments(
                 blocked.append(scope)  # noqa: B023
             return scope is None
 
-        seat = pools.assign(model, only=pin, admit=admit)
-        if seat is None:
+        place = pools.assign(model, only=pin, admit=admit)
+        if place is None:
             if blocked:
                 held[blocked[0]] += 1
             continue
+        seat = place.seat
         paid = charges + endpoint_charges(ledger, seat.id, tokens)
         ledger.pay(paid)
-        plan.append(Assignment(rank[2], seat.id, seat.target, rank, charges_tokens(paid)))
+        plan.append(
+            Assignment(rank[2], seat.id, seat.target, rank, charges_tokens(paid), place.seated)
+        )
     return plan, held
 
 
-def jobs_schedule(*, limit: int, now: dt.datetime) -> list[Assignment]:
+class Schedule(NamedTuple):
+    plan: list[Assignment]
+    #: the endpoints that may take calls now, full or not (None: not looked at, none asked)
+    usable: frozenset[int] | None
+
+
+def jobs_schedule(
+    *, limit: int, now: dt.datetime, behind: Mapping[int, int] | None = None
+) -> Schedule:
     """Plan up to ``limit`` due jobs onto endpoints (see the module's docstring).
 
     Only jobs that can go now are planned: an endpoint can take them (enabled, healthy, not
     paused, breaker allowing, under max_concurrency across the fleet) and they can pay their
     rate limits. So a job never waits in a drain's hands while a later, more urgent one waits
     in the queue, and a job that cannot go waits in the queue without spending an attempt.
+    The one exception is ``behind``, the claiming drain's: how many jobs it may hold for each
+    full endpoint, to start in the places its own calls there free (``Seat.behind``).
     Call inside ``transaction.atomic()``, and claim the plan in the same transaction.
     """
     if limit <= 0:
-        return []
-    pools = dispatch_pools(now=now)
+        return Schedule([], None)
+    pools = dispatch_pools(now=now, behind=behind)
     candidates = _candidates(pools.room(), limit=limit, now=now)
     if not candidates:
-        return []
+        return Schedule([], pools.usable)
     ledger = dispatch_ledger(
         endpoints=pools.endpoints(), owner_ids={c.owner_id for c in candidates}, now=now.timestamp()
     )
@@ -108,7 +121,7 @@ def jobs_schedule(*, limit: int, now: dt.datetime) -> list[Assignment]:
         metrics.rate_limit_wait(scope=scope, n=n)
     if plan:
         ledger.save()
-    return plan
+    return Schedule(plan, pools.usable)
 
 
 def jobs_claim(*, limit: int, lease_s: float | None = None, holder: str = "") -> list[Claim]:
@@ -118,7 +131,7 @@ def jobs_claim(*, limit: int, lease_s: float | None = None, holder: str = "") ->
     if limit <= 0:
         return []
     now = timezone.now()
-    plan = jobs_schedule(limit=limit, now=now)
+    plan = jobs_schedule(limit=limit, now=now).plan
     return jobs_claim_planned(plan=plan, now=now, lease_s=lease_s, holder=holder)
 
 

@@ -10,12 +10,15 @@ from django.db.models import Count, Min, Q
 from django.test import Client
 from django.urls import reverse
 
+from llmqueue import metrics
 from llmqueue.jobs import JobSpec, job_submit, jobs_submit_many
 from llmqueue.models import Job, JobAttempt, Outcome, Status
 from tests.factories import chat_payload, chat_spec, make_endpoint, make_user
 from tests.fixtures import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+PASSED = "llmqueue_places_passed_total"
 
 
 def statuses() -> dict[str, int]:
@@ -72,6 +75,27 @@ def test_high_priority_job_overtakes_a_backlog(cluster, standin):
     ).count()
     assert still_waiting >= 20
     assert standin.log()["max_in_flight"] <= 2  # never more than the endpoint's max_concurrency
+
+
+def test_two_drains_at_a_capped_endpoint_pass_places_on_and_never_exceed_the_cap(
+    cluster, standin
+):
+    """Each drain holds jobs behind the full endpoint and starts one in the place of each of
+    its own calls that ends, before the step that records the call: the endpoint stays at its
+    cap of 6, and never above it, while 300 jobs go through exactly once each."""
+    owner = make_user()
+    make_endpoint(base_url=standin.base_url, max_concurrency=6)
+    standin.control(latency_ms=40)
+    passed = metrics.event_totals(PASSED)[PASSED]
+    jobs_submit_many(owner=owner, specs=[chat_spec(f"capped {i}") for i in range(300)])
+    c = cluster(LLMQUEUE_DRAINS_PER_HOST="2", LLMQUEUE_DRAIN_CONCURRENCY="8")
+    wait_until(lambda: all_finished(300), timeout=120, what=f"300 jobs to finish ({statuses()})")
+    assert statuses() == {Status.SUCCEEDED: 300}
+    assert len(standin.calls()) == 300
+    assert standin.log()["max_in_flight"] <= 6
+    assert metrics.event_totals(PASSED)[PASSED] > passed
+    assert not Job.objects.filter(endpoint__isnull=True).exists()  # each ran on its endpoint
+    assert "Traceback" not in c.output()
 
 
 def test_kill_9_mid_flight_loses_nothing(cluster, standin):

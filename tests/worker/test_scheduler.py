@@ -16,9 +16,9 @@ NOW = 1_000_000.0
 _ids = itertools.count(1)
 
 
-def seat(endpoint_id: int, room: int) -> Seat:
+def seat(endpoint_id: int, room: int, *, behind: int = 0) -> Seat:
     target = Target(endpoint_id, f"ep{endpoint_id}", "http://x", "", 10.0)
-    return Seat(endpoint_id, 1, 0, room, None, 0.0, target, BreakerState(), False)
+    return Seat(endpoint_id, 1, 0, room, None, 0.0, target, BreakerState(), False, behind)
 
 
 def pools(**by_model: list[Seat]) -> Pools:
@@ -80,3 +80,28 @@ def test_an_owner_over_their_rate_limit_waits_while_others_go():
     assert [a.job_id for a in planned] == [jobs[0].rank[2], jobs[1].rank[2], jobs[4].rank[2]]
     assert held == {USER_RPM: 2}
     assert not any(a.tokens_charged for a in planned)  # no tokens-per-minute bucket
+
+
+def test_a_full_endpoint_takes_jobs_behind_it_only_up_to_what_the_drain_may_hold():
+    seats = pools(m=[seat(1, 2, behind=3)])
+    planned, _ = plan([candidate() for _ in range(10)], seats=seats)
+    assert [a.seated for a in planned] == [True, True, False, False, False]
+    assert seats.room() == {"m": 0}
+
+
+def test_jobs_wait_behind_a_full_endpoint_only_when_no_endpoint_has_room():
+    seats = pools(m=[seat(1, 0, behind=5), seat(2, 2)])
+    planned, _ = plan([candidate() for _ in range(4)], seats=seats)
+    assert [(a.endpoint_id, a.seated) for a in planned] == [
+        (2, True),
+        (2, True),
+        (1, False),
+        (1, False),
+    ]
+
+
+def test_a_pinned_job_waits_behind_its_own_endpoint_only():
+    seats = pools(m=[seat(1, 3), seat(2, 0, behind=1)])
+    pinned = [candidate(pin=2), candidate(pin=2)]
+    planned, _ = plan(pinned, seats=seats)
+    assert [(a.endpoint_id, a.seated) for a in planned] == [(2, False)]
