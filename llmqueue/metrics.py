@@ -9,8 +9,8 @@ Two kinds, because they answer two questions:
   by the project settings) keeps each process's values in a file of that directory, and a
   scrape adds them up. The directory is the deployment's own on this host (one per database
   and boot, ``project/prometheus_dir.py``); a scrape first folds the files of processes that
-  died into an archive, so totals never go backwards and its cost stays that of the live
-  processes.
+  died into an archive (``llmqueue.metrics_archive``), so totals never go backwards and its
+  cost stays that of the live processes.
   Increments are made once the transaction that made the event commits (``on_commit``), so
   a rolled-back step counts nothing and a retried step counts once.
 - **State** (queue depth, endpoint health, breaker state, in flight) is read from the
@@ -34,13 +34,9 @@ endpoints, ``llmqueue.cache.metrics`` for the cache); the app registers them on
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import glob
-import json
 import os
 from collections import Counter as Tally
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from django.db import transaction
@@ -50,11 +46,10 @@ from prometheus_client import (
     Counter,
     Histogram,
     generate_latest,
-    multiprocess,
 )
-from prometheus_client.mmap_dict import MmapedDict
 
 from llmqueue.calls.types import CallResult
+from llmqueue.metrics_archive import HostCollector
 from llmqueue.models import Outcome
 
 #: upstream call durations, seconds: LLM calls take from milliseconds (cache, small models)
@@ -138,14 +133,18 @@ def _inc_each(counter: Counter, tally: Mapping[str, int], *labels: str) -> None:
         counter.labels(key, *labels).inc(n)
 
 
+def _count_each(counter: Counter, keys: Iterable[str], *labels: str) -> None:
+    """Once the transaction commits, add one to ``counter`` for each of ``keys``."""
+    if tally := Tally(keys):
+        _after_commit(lambda: _inc_each(counter, tally, *labels))
+
+
 # --- events: the hooks that services call ---------------------------------------------------
 
 
 def jobs_submitted(kinds: Iterable[str]) -> None:
     """Count newly queued jobs (call inside the submitting transaction)."""
-    tally = Tally(kinds)
-    if tally:
-        _after_commit(lambda: _inc_each(JOBS_SUBMITTED, tally))
+    _count_each(JOBS_SUBMITTED, kinds)
 
 
 def jobs_finished(outcome: str, n: int = 1) -> None:
@@ -212,9 +211,7 @@ def tokens_reported(
 
 def attempts_lost(endpoints: Iterable[str]) -> None:
     """Count calls cut off by a dead worker (their leases expired)."""
-    tally = Tally(endpoints)
-    if tally:
-        _after_commit(lambda: _inc_each(ATTEMPTS, tally, "lost"))
+    _count_each(ATTEMPTS, endpoints, "lost")
 
 
 def embed_batch(size: int) -> None:
@@ -225,9 +222,7 @@ def embed_batch(size: int) -> None:
 
 def places_passed(endpoints: Iterable[str]) -> None:
     """Count calls started in a place a finished call of the same drain left (one per name)."""
-    tally = Tally(endpoints)
-    if tally:
-        _after_commit(lambda: _inc_each(PLACES_PASSED, tally))
+    _count_each(PLACES_PASSED, endpoints)
 
 
 def rate_limit_wait(*, scope: str, n: int = 1) -> None:
@@ -243,133 +238,11 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
-class _HostCollector(multiprocess.MultiProcessCollector):
-    """prometheus_client's merge of the processes' files, with two repairs.
-
-    Files of processes that died are first folded into one archive per metric type
-    (``multiprocess_compact``), so that a scrape reads the live processes and the archive,
-    not every worker that ever ran. And empty files are skipped: a process creates its file
-    and sizes it a moment later, and one killed in between leaves it empty, which the
-    library's merge fails on (prometheus/client_python#1199). An empty file holds no counts.
-    """
-
-    def __init__(self, registry: CollectorRegistry, path: str) -> None:
-        self.dir = path
-        super().__init__(registry, path=path)
-
-    def collect(self) -> Any:
-        # Under the directory's lock: a scrape must never see both the archive that holds a
-        # dead process's counts and that process's file (a count twice, then a "reset").
-        with _dir_lock(self.dir):
-            multiprocess_compact(self.dir)
-            files = [f for f in glob.glob(os.path.join(self.dir, "*.db")) if _filled(f)]
-            return self.merge(files)
-
-
-def _filled(path: str) -> bool:
-    try:
-        return os.path.getsize(path) > 0
-    except OSError:  # its process's files were removed meanwhile
-        return False
-
-
-#: the name that takes a pid's place in the file of dead processes' merged counts
-ARCHIVE = "archive"
-#: the compaction in progress: archives written, dead files to remove (a crash mid-way is
-#: finished by the next scrape, so that no file is counted twice or lost)
-_JOURNAL = "compaction.json"
-
-
-@contextlib.contextmanager
-def _dir_lock(path: str) -> Iterator[None]:
-    with open(os.path.join(path, ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _file_pid(path: str) -> int | None:
-    tail = os.path.basename(path)[: -len(".db")].rsplit("_", 1)[-1]
-    return int(tail) if tail.isdigit() else None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process holds the pid: not ours, but alive
-        return True
-    return True
-
-
-def multiprocess_compact(path: str) -> int:
-    """Fold the files of this host's dead processes into ``<type>_archive.db``; returns how
-    many were folded. Counters and histograms are summed (so totals never go back); a dead
-    process's gauges say nothing about now and are dropped. Call under the directory's lock.
-    """
-    _journal_finish(path)
-    dead = [
-        f
-        for f in glob.glob(os.path.join(path, "*.db"))
-        if (pid := _file_pid(f)) is not None and pid != os.getpid() and not _alive(pid)
-    ]
-    if not dead:
-        return 0
-    by_type: dict[str, list[str]] = {}
-    for f in dead:
-        typ = os.path.basename(f).split("_", 1)[0]
-        if typ != "gauge":
-            by_type.setdefault(typ, []).append(f)
-    for typ, files in by_type.items():
-        archive = os.path.join(path, f"{typ}_{ARCHIVE}.db")
-        totals: dict[str, list[float]] = {}
-        for f in [archive, *files]:
-            if not _filled(f):
-                continue
-            for key, value, timestamp, _ in MmapedDict.read_all_values_from_file(f):
-                total = totals.setdefault(key, [0.0, 0.0])
-                total[0] += value
-                total[1] = max(total[1], timestamp)
-        with contextlib.suppress(FileNotFoundError):  # a crash's leftover: it would add up
-            os.remove(f"{archive}.new")
-        merged = MmapedDict(f"{archive}.new")
-        for key, (value, timestamp) in totals.items():
-            merged.write_value(key, value, timestamp)
-        merged.close()
-    journal = os.path.join(path, _JOURNAL)
-    with open(f"{journal}.new", "w") as out:
-        json.dump({"types": sorted(by_type), "dead": [os.path.basename(f) for f in dead]}, out)
-    os.replace(f"{journal}.new", journal)
-    _journal_finish(path)
-    return len(dead)
-
-
-def _journal_finish(path: str) -> None:
-    """Install the new archives and remove the dead files the journal names (idempotent)."""
-    journal = os.path.join(path, _JOURNAL)
-    try:
-        with open(journal) as f:
-            todo = json.load(f)
-    except FileNotFoundError:
-        return
-    for typ in todo["types"]:
-        archive = os.path.join(path, f"{typ}_{ARCHIVE}.db")
-        with contextlib.suppress(FileNotFoundError):  # installed before a crash
-            os.replace(f"{archive}.new", archive)
-    for name in todo["dead"]:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(os.path.join(path, name))
-    os.remove(journal)
-
-
 def events_registry() -> Any:
     """The events of every process of this host (multiprocess mode), or of this process."""
     if path := multiprocess_dir():
         registry = CollectorRegistry()
-        _HostCollector(registry, path)
+        HostCollector(registry, path)
         return registry
     return REGISTRY
 

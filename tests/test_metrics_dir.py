@@ -13,7 +13,7 @@ from pathlib import Path
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
-from llmqueue import metrics
+from llmqueue import metrics_archive
 from tests.fixtures import ROOT
 
 #: counts N submissions and dies by SIGKILL, or prints a scrape of the host's events
@@ -109,11 +109,13 @@ def test_a_compaction_cut_short_is_finished_by_the_next_one_without_counting_twi
     _write(tmp_path / "counter_archive.db.new", KEY, 15)
     journal = {"types": ["counter"], "dead": [f"counter_{DEAD}.db", f"gauge_livesum_{DEAD}.db"]}
     (tmp_path / "compaction.json").write_text(json.dumps(journal))
-    assert metrics.multiprocess_compact(str(tmp_path)) == 0  # finished, nothing left to fold
+    assert (
+        metrics_archive.multiprocess_compact(str(tmp_path)) == 0
+    )  # finished, nothing left to fold
     assert sorted(p.name for p in tmp_path.glob("*.db")) == ["counter_archive.db"]
     assert _values(tmp_path / "counter_archive.db") == {KEY: 15}
     assert not (tmp_path / "compaction.json").exists()
     # and a plain compaction adds a dead file's counts to the archive
     _write(tmp_path / f"counter_{DEAD}.db", KEY, 2)
-    assert metrics.multiprocess_compact(str(tmp_path)) == 1
+    assert metrics_archive.multiprocess_compact(str(tmp_path)) == 1
     assert _values(tmp_path / "counter_archive.db") == {KEY: 17}

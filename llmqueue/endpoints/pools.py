@@ -176,13 +176,19 @@ class Pools:
         return self._endpoints
 
     def assign(
-        self, model: str, *, only: int | None = None, admit: Callable[[Seat], bool] | None = None
+        self,
+        model: str,
+        *,
+        only: int | None = None,
+        admit: Callable[[Seat], bool] | None = None,
+        seat: bool = True,
     ) -> Place | None:
         """Where the next job of ``model`` goes; None when no endpoint can take it.
 
-        A seat with room first; only when none has room, a seat the job may wait behind.
-        ``only``: the job is pinned to that endpoint. ``admit``: a seat the job may not use
-        now (its rate limits, say) is passed over for this job.
+        A seat with room first (unless ``seat`` is False: the job could not start now
+        anyway); only when none has room, a seat the job may wait behind. ``only``: the job is
+        pinned to that endpoint. ``admit``: a seat the job may not use now (its rate limits,
+        say) is passed over for this job.
         """
         seats = [s for s in self.by_model.get(model, ()) if only is None or s.id == only]
         if model not in self._strategies:
@@ -190,25 +196,25 @@ class Pools:
         strategy = self._strategies[model]
         refused: set[int] = set()
         while True:
-            pool = [s for s in seats if s.room > 0 and s.id not in refused]
+            pool = [s for s in seats if seat and s.room > 0 and s.id not in refused]
             seated = bool(pool)
             if not seated:
                 pool = [s for s in seats if s.behind > 0 and s.id not in refused]
-            seat = strategy.pick(model, pool)
-            if seat is None:
+            chosen = strategy.pick(model, pool)
+            if chosen is None:
                 return None
-            if admit is not None and not admit(seat):
-                refused.add(seat.id)
+            if admit is not None and not admit(chosen):
+                refused.add(chosen.id)
                 continue
             if not seated:
-                seat.behind -= 1
-                return Place(seat, seated=False)
-            if seat.probing and not self._grant_probe(seat):
-                seat.room = 0
+                chosen.behind -= 1
+                return Place(chosen, seated=False)
+            if chosen.probing and not self._grant_probe(chosen):
+                chosen.room = 0
                 continue
-            seat.room -= 1
-            seat.in_flight += 1
-            return Place(seat, seated=True)
+            chosen.room -= 1
+            chosen.in_flight += 1
+            return Place(chosen, seated=True)
 
     def _grant_probe(self, seat: Seat) -> bool:
         allowed, new = breaker_allow(seat.breaker, time.time(), self._settings)

@@ -42,14 +42,12 @@ from llmqueue.jobs.claims import (
     attempt_usages,
     claims_seat,
     jobs_claim_planned,
-    jobs_reap,
     jobs_record,
-    jobs_release,
-    jobs_renew,
 )
 from llmqueue.jobs.due import queue_due_count, queue_has_due, queue_next_due
 from llmqueue.jobs.expiry import jobs_expire
 from llmqueue.jobs.intake import JobSpec, job_submit, jobs_submit_many, served_models
+from llmqueue.jobs.leases import jobs_reap, jobs_release, jobs_renew
 from llmqueue.jobs.owner import job_cancel, job_retry, jobs_retry
 from llmqueue.jobs.transitions import ALLOWED
 

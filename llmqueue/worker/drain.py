@@ -125,10 +125,10 @@ class Drainer:
 
     A call that finishes starts the next one from the reserve at once, without waiting for
     the database; the steps (record outcomes, claim more) only top the reserve up, in
-    batches that grow with the load. Reserved jobs are claimed like running ones (leased, and
-    counted against their endpoint's max_concurrency, or waiting behind it for a place this
-    drain's own calls free: ``llmqueue.worker.reserve``), so no endpoint ever has more calls
-    out than it allows, and a stopping drain gives its reserve straight back to the queue.
+    batches that grow with the load. Reserved jobs are claimed like running ones (leased),
+    but they count against their endpoint's max_concurrency only once they start, in the place
+    of a call of this drain that ended (``llmqueue.worker.reserve``): no endpoint ever has
+    more calls out than it allows, and a stopping drain gives its reserve straight back.
     """
 
     def __init__(self, *, slot: DrainSlot) -> None:
@@ -180,7 +180,7 @@ class Drainer:
             endpoints_learn(r.call for r in results)
             buckets_reconcile(attempt_usages(results))
             now = timezone.now()
-            schedule = jobs_schedule(limit=want, now=now, behind=work.behind)
+            schedule = jobs_schedule(limit=want, now=now, behind=work.behind, seats=work.seats)
             work.usable = schedule.usable
             return jobs_claim_planned(plan=schedule.plan, now=now, holder=self.holder)
 
@@ -321,7 +321,9 @@ class Drainer:
         None if the step failed: its work goes back to be done by the next one."""
         if not results and want <= 0 and not work:
             return []
-        work.behind = self.reserve.behind_room(self.inflight.values()) if want > 0 else {}
+        if want > 0:
+            work.behind = self.reserve.behind_room(self.inflight.values())
+            work.seats = self.concurrency - self._places() - self.reserve.seated
         try:
             claims = await _db(self._step)(results, want, work)
         except Exception:

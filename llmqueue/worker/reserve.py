@@ -3,19 +3,21 @@
 Two kinds of claims wait here:
 
 - **seated**: claimed with a place of its endpoint's ``max_concurrency`` (the endpoint's
-  count, ``endpoint_in_flight``, already holds it); it starts as soon as the drain has a free
-  place of its own (``DRAIN_CONCURRENCY``);
-- **behind**: claimed for an endpoint that was full (``Seat.behind``), it counts against no
-  endpoint yet. It starts only in the place of one of this drain's own calls to that endpoint
-  that finished, and the next step writes it to the endpoint (``claims_seat``) in the same
-  transaction that records the finished call. The endpoint's count never grows for it, and
-  never counts fewer calls than are out.
+  count, ``endpoint_in_flight``, already holds it). A drain seats only as many jobs as it has
+  places free to start them (``DRAIN_CONCURRENCY``), so these start at once, or as soon as a
+  call of the drain ends;
+- **behind**: every other claim. It counts against no endpoint yet. It starts only in the
+  place of one of this drain's own calls to its endpoint that finished, and the next step
+  writes it to the endpoint (``claims_seat``) in the same transaction that records the
+  finished call. The endpoint's count never grows for it, and never counts fewer calls than
+  are out. A drain may hold behind an endpoint half as many jobs as it has calls out there.
 
-Why the second kind: a full endpoint's place, freed by a finished call, would otherwise stay
-empty until the drain's next step recorded the call and claimed another job (a step, and a
-turn at the database's write lock, of every call's time). With two drains sharing an
-endpoint capped at 64, the queue reached 0.89 of the direct-call ceiling, against 0.94 when
-the cap was not reached (bench/throughput.py; the README has the figures).
+So an endpoint's ``max_concurrency`` counts calls, never a reserve. Before, the reserve held
+places like calls: a full endpoint's place, freed by a finished call, stayed empty until the
+drain's next step recorded the call and claimed another job (with two drains sharing an
+endpoint capped at 64 the queue reached 0.88 of the direct-call ceiling, against 0.94 below
+the cap; now 0.95: bench/throughput.py, figures in the README), and a drain with fewer places
+than the cap held places in its reserve that another drain's calls could have used.
 
 A place is passed on only after a call that says the endpoint is fine (not a failure, not a
 429, no Retry-After): a failing endpoint gets no more calls this way than the breaker allows
@@ -48,6 +50,8 @@ class StepWork:
     giving_back: list[Claim]
     #: how many claims may wait behind each endpoint (``Reserve.behind_room``)
     behind: dict[int, int] = dataclasses.field(default_factory=dict)
+    #: how many claims may take a place of an endpoint's room: those the drain can start
+    seats: int | None = None
     #: the endpoints that can take calls, as the step's plan saw them (None: not looked at)
     usable: frozenset[int] | None = None
 
@@ -72,6 +76,11 @@ class Reserve:
 
     def __len__(self) -> int:
         return len(self._seated) + sum(len(h) for h in self._behind.values())
+
+    @property
+    def seated(self) -> int:
+        """The claims here that hold a place of their endpoint's room."""
+        return len(self._seated)
 
     def claims(self) -> list[Claim]:
         """Every claim held here (their leases are renewed with the drain's calls)."""

@@ -51,13 +51,20 @@ class Candidate(NamedTuple):
 
 
 def plan_assignments(
-    candidates: Sequence[Candidate], *, limit: int, pools: Pools, ledger: Ledger
+    candidates: Sequence[Candidate],
+    *,
+    limit: int,
+    pools: Pools,
+    ledger: Ledger,
+    seats: int | None = None,
 ) -> tuple[list[Assignment], Counter[str]]:
     """Up to ``limit`` (job, endpoint) assignments from ``candidates`` (sorted), paying each
-    one's rate limits in ``ledger`` and taking its seat in ``pools`` (both in memory). Returns
-    the assignments in the order chosen, and how many jobs a rate limit held back, by the
-    bucket's scope."""
+    one's rate limits in ``ledger`` and taking its seat in ``pools`` (both in memory); at most
+    ``seats`` of them with a place of an endpoint's room (None: no bound), the rest behind a
+    seat. Returns the assignments in the order chosen, and how many jobs a rate limit held
+    back, by the bucket's scope."""
     plan: list[Assignment] = []
+    seated = 0
     held: Counter[str] = Counter()
     for rank, model, owner, tokens, pin in candidates:
         if len(plan) == limit:
@@ -74,12 +81,13 @@ def plan_assignments(
                 blocked.append(scope)  # noqa: B023
             return scope is None
 
-        place = pools.assign(model, only=pin, admit=admit)
+        place = pools.assign(model, only=pin, admit=admit, seat=seats is None or seated < seats)
         if place is None:
             if blocked:
                 held[blocked[0]] += 1
             continue
         seat = place.seat
+        seated += place.seated
         paid = charges + endpoint_charges(ledger, seat.id, tokens)
         ledger.pay(paid)
         plan.append(
@@ -95,7 +103,11 @@ class Schedule(NamedTuple):
 
 
 def jobs_schedule(
-    *, limit: int, now: dt.datetime, behind: Mapping[int, int] | None = None
+    *,
+    limit: int,
+    now: dt.datetime,
+    behind: Mapping[int, int] | None = None,
+    seats: int | None = None,
 ) -> Schedule:
     """Plan up to ``limit`` due jobs onto endpoints (see the module's docstring).
 
@@ -104,7 +116,8 @@ def jobs_schedule(
     rate limits. So a job never waits in a drain's hands while a later, more urgent one waits
     in the queue, and a job that cannot go waits in the queue without spending an attempt.
     The one exception is ``behind``, the claiming drain's: how many jobs it may hold for each
-    full endpoint, to start in the places its own calls there free (``Seat.behind``).
+    endpoint, to start in the places its own calls there free (``Seat.behind``), and
+    ``seats``: how many of the jobs it can start at once (the rest, if any, wait behind).
     Call inside ``transaction.atomic()``, and claim the plan in the same transaction.
     """
     if limit <= 0:
@@ -116,7 +129,7 @@ def jobs_schedule(
     ledger = dispatch_ledger(
         endpoints=pools.endpoints(), owner_ids={c.owner_id for c in candidates}, now=now.timestamp()
     )
-    plan, held = plan_assignments(candidates, limit=limit, pools=pools, ledger=ledger)
+    plan, held = plan_assignments(candidates, limit=limit, pools=pools, ledger=ledger, seats=seats)
     for scope, n in held.items():
         metrics.rate_limit_wait(scope=scope, n=n)
     if plan:

@@ -77,18 +77,16 @@ def test_high_priority_job_overtakes_a_backlog(cluster, standin):
     assert standin.log()["max_in_flight"] <= 2  # never more than the endpoint's max_concurrency
 
 
-def test_two_drains_at_a_capped_endpoint_pass_places_on_and_never_exceed_the_cap(
-    cluster, standin
-):
-    """Each drain holds jobs behind the full endpoint and starts one in the place of each of
-    its own calls that ends, before the step that records the call: the endpoint stays at its
-    cap of 6, and never above it, while 300 jobs go through exactly once each."""
+def test_two_drains_at_a_capped_endpoint_pass_places_on_and_never_exceed_the_cap(cluster, standin):
+    """Each drain (4 places) takes of the endpoint's 6 places only those it can call with, and
+    holds more jobs behind it, each started in the place of one of its own calls that ends:
+    never more than 6 calls out, while 300 jobs go through exactly once each."""
     owner = make_user()
     make_endpoint(base_url=standin.base_url, max_concurrency=6)
     standin.control(latency_ms=40)
     passed = metrics.event_totals(PASSED)[PASSED]
     jobs_submit_many(owner=owner, specs=[chat_spec(f"capped {i}") for i in range(300)])
-    c = cluster(LLMQUEUE_DRAINS_PER_HOST="2", LLMQUEUE_DRAIN_CONCURRENCY="8")
+    c = cluster(LLMQUEUE_DRAINS_PER_HOST="2", LLMQUEUE_DRAIN_CONCURRENCY="4")
     wait_until(lambda: all_finished(300), timeout=120, what=f"300 jobs to finish ({statuses()})")
     assert statuses() == {Status.SUCCEEDED: 300}
     assert len(standin.calls()) == 300

@@ -40,9 +40,11 @@ def ledger(**per_owner_rpm: int) -> Ledger:
     return book
 
 
-def plan(candidates, *, limit=100, seats=None, book=None):
+def plan(candidates, *, limit=100, seats=None, book=None, startable=None):
     seats = seats if seats is not None else pools(m=[seat(1, 100)])
-    return plan_assignments(sorted(candidates), limit=limit, pools=seats, ledger=book or ledger())
+    return plan_assignments(
+        sorted(candidates), limit=limit, pools=seats, ledger=book or ledger(), seats=startable
+    )
 
 
 def test_jobs_are_planned_in_the_queues_order_up_to_the_limit():
@@ -105,3 +107,10 @@ def test_a_pinned_job_waits_behind_its_own_endpoint_only():
     pinned = [candidate(pin=2), candidate(pin=2)]
     planned, _ = plan(pinned, seats=seats)
     assert [(a.endpoint_id, a.seated) for a in planned] == [(2, False)]
+
+
+def test_jobs_beyond_what_the_drain_can_start_wait_behind_and_leave_the_room_to_others():
+    seats = pools(m=[seat(1, 6, behind=2)])
+    planned, _ = plan([candidate() for _ in range(10)], seats=seats, startable=4)
+    assert [a.seated for a in planned] == [True] * 4 + [False] * 2
+    assert seats.by_model["m"][0].room == 2  # another drain's calls can have them
