@@ -140,6 +140,9 @@ class Seat:
     #: place one of the drain's own calls here frees (``llmqueue.worker.reserve``): the
     #: endpoint never has more calls in flight for them
     behind: int = 0
+    #: the room kept for calls: a job its drain cannot start now takes a place only above it
+    #: (half the endpoint's max_concurrency), else it waits behind
+    floor: int = 0
 
 
 class Place(NamedTuple):
@@ -185,8 +188,9 @@ class Pools:
     ) -> Place | None:
         """Where the next job of ``model`` goes; None when no endpoint can take it.
 
-        A seat with room first (unless ``seat`` is False: the job could not start now
-        anyway); only when none has room, a seat the job may wait behind. ``only``: the job is
+        A seat with room first (with ``seat`` False, the job cannot start now: only room above
+        the seat's ``floor``, so that a reserve never holds the last places others could call
+        with); only when none has room, a seat the job may wait behind. ``only``: the job is
         pinned to that endpoint. ``admit``: a seat the job may not use now (its rate limits,
         say) is passed over for this job.
         """
@@ -196,7 +200,7 @@ class Pools:
         strategy = self._strategies[model]
         refused: set[int] = set()
         while True:
-            pool = [s for s in seats if seat and s.room > 0 and s.id not in refused]
+            pool = [s for s in seats if s.room > (0 if seat else s.floor) and s.id not in refused]
             seated = bool(pool)
             if not seated:
                 pool = [s for s in seats if s.behind > 0 and s.id not in refused]
@@ -289,6 +293,7 @@ def dispatch_pools(*, now: Any = None, behind: Mapping[int, int] | None = None) 
             breaker=state,
             probing=state.phase is not Phase.CLOSED,
             behind=max(waiting, 0),
+            floor=e.max_concurrency // 2,
         )
         seated.append(e)
         for model in e.served_models or ():

@@ -3,9 +3,9 @@
 Two kinds of claims wait here:
 
 - **seated**: claimed with a place of its endpoint's ``max_concurrency`` (the endpoint's
-  count, ``endpoint_in_flight``, already holds it). A drain seats only as many jobs as it has
-  places free to start them (``DRAIN_CONCURRENCY``), so these start at once, or as soon as a
-  call of the drain ends;
+  count, ``endpoint_in_flight``, already holds it). A drain seats the jobs it has places free
+  to start (``DRAIN_CONCURRENCY``), and more only while the endpoint has room to spare (over
+  half its max_concurrency, ``Seat.floor``), where the balancer's shares stay exact;
 - **behind**: every other claim. It counts against no endpoint yet. It starts only in the
   place of one of this drain's own calls to its endpoint that finished, and the next step
   writes it to the endpoint (``claims_seat``) in the same transaction that records the

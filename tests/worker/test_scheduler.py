@@ -16,9 +16,9 @@ NOW = 1_000_000.0
 _ids = itertools.count(1)
 
 
-def seat(endpoint_id: int, room: int, *, behind: int = 0) -> Seat:
+def seat(endpoint_id: int, room: int, *, behind: int = 0, floor: int = 0) -> Seat:
     target = Target(endpoint_id, f"ep{endpoint_id}", "http://x", "", 10.0)
-    return Seat(endpoint_id, 1, 0, room, None, 0.0, target, BreakerState(), False, behind)
+    return Seat(endpoint_id, 1, 0, room, None, 0.0, target, BreakerState(), False, behind, floor)
 
 
 def pools(**by_model: list[Seat]) -> Pools:
@@ -110,7 +110,13 @@ def test_a_pinned_job_waits_behind_its_own_endpoint_only():
 
 
 def test_jobs_beyond_what_the_drain_can_start_wait_behind_and_leave_the_room_to_others():
-    seats = pools(m=[seat(1, 6, behind=2)])
+    seats = pools(m=[seat(1, 6, behind=2, floor=3)])  # max_concurrency 6: half kept for calls
     planned, _ = plan([candidate() for _ in range(10)], seats=seats, startable=4)
     assert [a.seated for a in planned] == [True] * 4 + [False] * 2
     assert seats.by_model["m"][0].room == 2  # another drain's calls can have them
+
+
+def test_a_reserve_takes_places_of_an_endpoint_with_room_to_spare():
+    seats = pools(m=[seat(1, 100, behind=5, floor=50)])
+    planned, _ = plan([candidate() for _ in range(10)], seats=seats, startable=4)
+    assert [a.seated for a in planned] == [True] * 10  # the balancer's shares stay exact
