@@ -16,7 +16,7 @@ from llmqueue import metrics
 from llmqueue.cache import StoreItem
 from llmqueue.calls.types import CallResult, Target
 from llmqueue.conf import conf
-from llmqueue.db.rows import db_param, rows_insert
+from llmqueue.db.rows import db_param, rows_insert, rows_update
 from llmqueue.jobs.singleflight import leaders_settle
 from llmqueue.jobs.transitions import (
     Completion,
@@ -145,13 +145,10 @@ def claims_seat(claims: Sequence[Claim]) -> int:
     place of a call of the same drain there that finished, which the same step records. So
     the endpoint's count of calls in flight (``endpoint_in_flight``) never grows for it. Call
     inside the step's transaction, before the finished calls are recorded."""
-    groups: dict[tuple[int, str], list[int]] = defaultdict(list)
-    for c in claims:
-        groups[(c.target.id, c.token)].append(c.job_id)
-    n = 0
-    for (endpoint_id, token), ids in groups.items():
-        running = Job.objects.filter(pk__in=ids, status=Status.RUNNING, lease_token=token)
-        n += running.update(endpoint_id=endpoint_id)
+    # Every step of a drain at a full endpoint runs it: one statement written once
+    # (``llmqueue.db.rows``), fenced by each claim's lease.
+    rows = [(c.target.id, c.job_id, c.token, Status.RUNNING) for c in claims]
+    n = rows_update(Job, assign=("endpoint",), where=("id", "lease_token", "status"), rows=rows)
     metrics.places_passed(c.target.name for c in claims)
     return n
 
